@@ -1,0 +1,241 @@
+"""Forward hooks at `blocks.N.hook_resid_post` (the output of decoder layer N) of a transformers model.
+
+Every hook is installed by a context manager that removes it on exit, exceptions included, so
+after any cell the model is the clean model. `blocks.N.hook_resid_post` is transformers'
+`hidden_states[N + 1]` (index 0 is the embeddings).
+
+They work inside `model.generate` with the KV cache: each forward call then sees only the new
+tokens, and positions are read from the `position_ids` the model passes to its layers, so
+"position 0" (BOS) means the same thing in the prompt and during generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+
+import torch
+
+
+class StopForward(Exception):
+    """Raised inside a hook to end a forward pass early; the capture context swallows it."""
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The model's decoder layers (layer N's output is `blocks.N.hook_resid_post`)."""
+    inner = getattr(model, "model", model)
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        raise TypeError(
+            f"{type(model).__name__} has no `.model.layers`; saehelpers hooks expect a transformers "
+            "decoder-only causal LM such as Gemma3ForCausalLM (from `saehelpers.load_model`)."
+        )
+    return layers
+
+
+def _check_layers(model, layers) -> list[int]:
+    n = len(decoder_layers(model))
+    if isinstance(layers, int):
+        layers = [layers]
+    out = []
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
+            raise ValueError(
+                f"layer must be an int in 0..{n - 1} for this model ({n} decoder layers), got {layer!r}."
+            )
+        out.append(layer)
+    if not out:
+        raise ValueError("Give at least one layer.")
+    return out
+
+
+def _output(out) -> torch.Tensor:
+    # transformers 5 decoder layers return a tensor; older ones a tuple whose first item is it.
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _with_output(out, new: torch.Tensor):
+    return (new, *out[1:]) if isinstance(out, tuple) else new
+
+
+def _positions(kwargs, hidden: torch.Tensor) -> torch.Tensor:
+    """Absolute token positions [batch, seq] of this forward call (0 = BOS)."""
+    pos = kwargs.get("position_ids")
+    if pos is None:
+        pos = kwargs.get("cache_position")
+    if pos is None:
+        return torch.arange(hidden.shape[1], device=hidden.device).expand(hidden.shape[0], -1)
+    pos = pos.to(hidden.device)
+    if pos.dim() == 1:
+        pos = pos.unsqueeze(0)
+    return pos.expand(hidden.shape[0], -1)
+
+
+@contextmanager
+def _hooks(pairs):
+    handles = []
+    try:
+        for module, fn in pairs:
+            fn._saehelpers = True  # marks our hooks, to tell them from transformers' own
+            handles.append(module.register_forward_hook(fn, with_kwargs=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class Captured(dict):
+    """layer -> resid_post of the last forward call; `history[layer]` keeps every call when asked."""
+
+    def __init__(self):
+        super().__init__()
+        self.history: dict[int, list[torch.Tensor]] = {}
+
+
+@contextmanager
+def capture(model, layers, stop: bool = False, keep_all: bool = False, detach: bool = True):
+    """Capture resid_post at `layers` while the block runs: `with capture(model, [2, 6]) as acts: model(ids)`.
+
+    stop=True ends the forward pass right after the deepest layer (no logits: much faster for an
+    early layer); the early stop is swallowed when it leaves the `with` block, so put the model call
+    last in the block. keep_all=True also keeps every call's tensors in `acts.history` (e.g. each
+    step of `generate`). detach=False keeps the graph, for gradients.
+    """
+    layers = _check_layers(model, layers)
+    acts = Captured()
+    last = max(layers)
+    mods = decoder_layers(model)
+
+    def make(layer):
+        def hook(module, args, kwargs, out):
+            h = _output(out)
+            h = h.detach() if detach else h
+            acts[layer] = h
+            if keep_all:
+                acts.history.setdefault(layer, []).append(h)
+            if stop and layer == last:
+                raise StopForward
+
+        return hook
+
+    try:
+        with _hooks([(mods[layer], make(layer)) for layer in layers]):
+            yield acts
+    except StopForward:
+        pass
+
+
+@torch.no_grad()
+def resid_post(model, input_ids, layers, attention_mask=None) -> dict[int, torch.Tensor]:
+    """resid_post at each of `layers` from ONE forward pass that stops after the deepest of them."""
+    with capture(model, layers, stop=True) as acts:
+        model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    return dict(acts)
+
+
+def _as_vector(model, vector) -> torch.Tensor:
+    d = model.config.hidden_size
+    vector = torch.as_tensor(vector)
+    if vector.shape != (d,):
+        raise ValueError(
+            f"The vector must have shape ({d},) (the model's d_model), got {tuple(vector.shape)}."
+        )
+    if not torch.is_floating_point(vector):
+        raise ValueError(f"The vector must be floating point, got dtype {vector.dtype}.")
+    if not torch.isfinite(vector).all():
+        raise ValueError("The vector contains NaN or inf; give a finite vector.")
+    return vector
+
+
+def _position_mask(pos: torch.Tensor, positions, include_bos: bool) -> torch.Tensor:
+    if positions is None:
+        mask = torch.ones_like(pos, dtype=torch.bool)
+    else:
+        want = torch.as_tensor(list(positions), device=pos.device)
+        mask = torch.isin(pos, want)
+    if not include_bos:
+        mask &= pos != 0
+    return mask
+
+
+def _check_positions(positions):
+    if positions is None:
+        return None
+    if isinstance(positions, int):
+        positions = [positions]
+    positions = list(positions)
+    bad = [p for p in positions if isinstance(p, bool) or not isinstance(p, int) or p < 0]
+    if bad or not positions:
+        raise ValueError(
+            f"positions must be a non-empty list of token positions >= 0 (0 is BOS), or None for all; got {bad or positions}."
+        )
+    return positions
+
+
+@contextmanager
+def add_vector(model, layer: int, vector, positions: Sequence[int] | None = None, include_bos: bool = False):
+    """Add `vector` to resid_post at `layer` while the block runs (steering).
+
+    positions: absolute token positions to change (None: every position, including each new
+    token during `generate`). BOS (position 0) is left alone unless include_bos=True: its norm is
+    far larger than other positions' and the model relies on it.
+    """
+    (layer,) = _check_layers(model, [layer])
+    vector = _as_vector(model, vector)
+    positions = _check_positions(positions)
+
+    def hook(module, args, kwargs, out):
+        h = _output(out)
+        mask = _position_mask(_positions(kwargs, h), positions, include_bos)
+        v = vector.to(device=h.device, dtype=h.dtype)
+        return _with_output(out, h + mask.unsqueeze(-1).to(h.dtype) * v)
+
+    with _hooks([(decoder_layers(model)[layer], hook)]):
+        yield
+
+
+@contextmanager
+def replace(model, layer: int, fn: Callable[[torch.Tensor], torch.Tensor], positions=None, include_bos=True):
+    """Replace resid_post at `layer` by `fn(resid)` while the block runs (e.g. an SAE's reconstruction).
+
+    `fn` gets and returns a [batch, seq, d_model] tensor. positions / include_bos pick where the
+    new value is used (default: everywhere, BOS included); elsewhere the original is kept.
+    """
+    (layer,) = _check_layers(model, [layer])
+    positions = _check_positions(positions)
+
+    def hook(module, args, kwargs, out):
+        h = _output(out)
+        new = fn(h)
+        if not isinstance(new, torch.Tensor) or new.shape != h.shape:
+            got = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
+            raise ValueError(f"replace(): fn must return a tensor of shape {tuple(h.shape)}, got {got}.")
+        new = new.to(h.dtype)
+        if positions is not None or not include_bos:
+            mask = _position_mask(_positions(kwargs, h), positions, include_bos).unsqueeze(-1)
+            new = torch.where(mask, new, h)
+        return _with_output(out, new)
+
+    with _hooks([(decoder_layers(model)[layer], hook)]):
+        yield
+
+
+def splice_sae(model, sae, layer: int, include_bos: bool = True):
+    """Run the model with resid_post at `layer` replaced by the SAE's reconstruction."""
+
+    def recon(h):
+        return sae(h.to(sae.dtype)).to(h.dtype)
+
+    return replace(model, layer, recon, include_bos=include_bos)
+
+
+def active_hooks(model) -> int:
+    """Number of saehelpers hooks on the model (0 when the model is clean).
+
+    transformers installs hooks of its own (e.g. for `output_hidden_states`); those are not counted.
+    """
+    return sum(
+        getattr(fn, "_saehelpers", False)
+        for m in model.modules()
+        for fn in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())
+    )

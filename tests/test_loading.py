@@ -1,0 +1,144 @@
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import saehelpers
+from saehelpers import loading
+
+
+@pytest.mark.parametrize(
+    "bad", ["gpu", "tpu", "cuda:x"] + (["cuda"] if not torch.cuda.is_available() else [])
+)
+def test_bad_device(bad):
+    with pytest.raises(ValueError, match="cpu"):
+        loading.pick_device(bad)
+
+
+def test_device_and_dtype_defaults():
+    assert loading.pick_device("cpu") == "cpu"
+    assert loading.pick_dtype(None, "cpu") == torch.float32
+    assert loading.pick_dtype(None, "cuda") == torch.bfloat16
+    assert loading.pick_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert loading.pick_dtype("torch.float16", "cpu") == torch.float16
+    with pytest.raises(ValueError, match="float32, bfloat16, float16"):
+        loading.pick_dtype("int8")
+
+
+def test_memory_guard_refuses_before_loading(monkeypatch):
+    monkeypatch.setattr(loading, "available_memory", lambda device: 2 * 1024**3)
+
+    def must_not_load(*a, **k):
+        raise AssertionError("loading started despite the memory check")
+
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", must_not_load)
+    with pytest.raises(RuntimeError) as e:
+        saehelpers.load_model("gemma-3-1b", device="cpu", dtype="float32")
+    msg = str(e.value)
+    assert "4.3 GB" in msg and "2.0 GB is free" in msg  # 1.0B params x 4 bytes x 1.15
+    assert "bfloat16" in msg and "preset='mini'" in msg and "GPU" in msg
+    # bfloat16 needs about 2.1 GB, which still does not fit: the bfloat16 fix is not offered again.
+    with pytest.raises(RuntimeError, match="needs about 2.1 GB") as e:
+        saehelpers.load_model("gemma-3-1b", device="cpu", dtype="bfloat16")
+    assert "dtype='bfloat16'" not in str(e.value)
+
+
+def test_mini_model_is_a_plain_cached_model(mini):
+    model, tok = mini
+    path = loading.mini_model_dir()
+    cfg = json.loads((path / "config.json").read_text())
+    assert "quantization_config" not in cfg  # saved as a plain model, not as a GGUF-quantized one
+    assert cfg["hidden_size"] == 640 and cfg["num_hidden_layers"] == 18
+    assert model.dtype == torch.float32 and not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    assert tok.bos_token_id == 2 and tok("hi").input_ids[0] == 2
+    assert len(tok) == model.config.vocab_size == 262144
+
+
+def test_mini_model_predicts_text(mini):
+    model, tok = mini
+    # A real language model, not random weights: it continues simple patterns.
+    for prompt, expected in [("1, 2, 3, 4, 5, ", "6"), ("Monday, Tuesday, Wednesday,", " Thursday")]:
+        ids = tok(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            nxt = model(ids).logits[0, -1].argmax().item()
+        assert tok.decode(nxt) == expected
+
+
+def test_check_sae_mismatch():
+    fake = SimpleNamespace(
+        cfg=SimpleNamespace(d_in=1152, metadata=SimpleNamespace(hook_name="blocks.3.hook_resid_post"))
+    )
+    with pytest.raises(ValueError, match="d_in is 1152 but the model's d_model is 640"):
+        loading.check_sae(fake, "mini", 3)
+    with pytest.raises(ValueError, match="needs an SAE for 'blocks.4.hook_resid_post'"):
+        loading.check_sae(fake, "gemma-3-1b", 4)
+    loading.check_sae(fake, "gemma-3-1b", 3)  # matches: no error
+
+
+@pytest.mark.parametrize("bad", [-1, 25, "12", 3.5])
+def test_load_sae_bad_layer_loads_nothing(bad):
+    with pytest.raises(ValueError, match=r"layers 0\.\.24 have SAEs|SAEs for layers 0\.\.24"):
+        saehelpers.load_sae(bad, "gemma-3-1b")
+
+
+def test_offline_without_cache_says_what_to_do(tmp_path):
+    # The real preset, offline, with an empty Hugging Face cache: a clear message, not a hub traceback.
+    code = """
+import saehelpers
+for fn in (lambda: saehelpers.load_model("gemma-3-1b"), lambda: saehelpers.load_sae(3, "gemma-3-1b")):
+    try:
+        fn()
+    except RuntimeError as e:
+        print("ERR", e)
+"""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path), HF_HOME=str(tmp_path))
+    env.pop("HF_TOKEN", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    errs = [line for line in out.stdout.splitlines() if line.startswith("ERR")]
+    assert len(errs) == 2, out.stdout + out.stderr
+    for line in errs:
+        assert "not in the local Hugging Face cache" in line and "SAEHELPERS_PRESET=mini" in line
+
+
+def _gated():
+    import httpx
+    from huggingface_hub import errors
+
+    url = "https://huggingface.co/google/gemma-3-1b-pt/resolve/main/config.json"
+    response = httpx.Response(403, request=httpx.Request("GET", url))
+    return errors.GatedRepoError("403 Client Error: access to model is restricted", response=response)
+
+
+def test_gated_error_message(monkeypatch):
+    monkeypatch.setattr(loading, "hf_token", lambda: None)
+    e = loading._hub_error(_gated(), "google/gemma-3-1b-pt")
+    assert "no Hugging Face token is set" in str(e) and "accept the licence" in str(e)
+    assert "SAEHELPERS_PRESET=mini" in str(e)
+    monkeypatch.setattr(loading, "hf_token", lambda: "hf_x")
+    e = loading._hub_error(_gated(), "google/gemma-3-1b-pt")
+    assert "has not accepted the Gemma licence" in str(e)
+    assert loading._hub_error(ZeroDivisionError(), "x") is None
+
+
+def test_doctor_reports_without_leaking_token(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path), HF_TOKEN="hf_do_not_print_me")
+    env.pop("SAEHELPERS_PRESET", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "saehelpers", "doctor"], env=env, capture_output=True, text=True, timeout=300
+    )
+    text = out.stdout
+    assert "hf_do_not_print_me" not in text + out.stderr
+    assert "HF token                set" in text
+    assert "not reachable: HF_HUB_OFFLINE is set" in text
+    assert "would use               preset 'mini'" in text
+    shipped = all(
+        (loading.sae_path(layer) / "cfg.json").exists() for layer in saehelpers.get_release("mini").layers
+    )
+    assert out.returncode == (0 if shipped else 1), text
