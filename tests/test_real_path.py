@@ -1,0 +1,317 @@
+"""The real preset's loading calls, run offline against the fake hub cache (saehelpers.fakehub).
+
+The calls themselves (`AutoModelForCausalLM.from_pretrained("google/gemma-3-1b-pt")`,
+`SAE.from_pretrained("gemma-3-1b-res-matryoshka-dc", ...)`) run in subprocesses with
+HF_HUB_OFFLINE=1 and HF_HUB_CACHE=<fake cache>: huggingface_hub reads those at import, and in
+this process the fake cache would make the gated model look reachable to every other test.
+Each subprocess does all its checks in one go (loading the 1B model costs ~10-20 s) and prints
+its findings as JSON; the tests assert on those values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from saehelpers import fakehub
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULT = "@@RESULT@@"
+LAYER = 12
+MISSING_LAYER = 3  # a release layer the fake cache does not hold
+PROMPT = "The capital of France is"
+# Gemma 3's ids for PROMPT: <bos> The capital of France is
+PROMPT_IDS = [2, 818, 5279, 529, 7001, 563]
+
+
+@pytest.fixture(scope="session")
+def fake_hub() -> Path:
+    # Built once per machine (~30 s cold, ~2.3 GB); later sessions find the manifest and return at once.
+    return fakehub.build_fake_hub(sae_layers=(LAYER,))
+
+
+def run_offline(code: str, root: Path, timeout: int = 300) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("SAEHELPERS_PRESET", "HF_TOKEN", "HF_HUB_CACHE")}
+    env |= fakehub.hub_env(root)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"offline subprocess failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
+    assert lines, f"no result line in the subprocess output:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    return json.loads(lines[-1][len(RESULT) :])
+
+
+# The helpers both scripts need: the same fingerprint the builder stored in its manifest.
+_PRELUDE = f"""
+import json, time, torch
+torch.set_num_threads(2)
+_t0 = time.perf_counter()
+timings = {{}}
+def mark(what):
+    timings[what] = round(time.perf_counter() - _t0, 1)
+from saehelpers.fakehub import tensor_digest
+out = {{}}
+def done():
+    out["timings"] = timings
+    print({RESULT!r} + json.dumps(out))
+def error_info(call):
+    try:
+        call()
+    except Exception as e:
+        return {{"type": type(e).__name__, "mro": [c.__name__ for c in type(e).__mro__],
+                "message": str(e), "cause": type(e.__cause__).__name__ if e.__cause__ else None}}
+    return None
+"""
+
+RAW_CALLS = (
+    _PRELUDE
+    + f"""
+from sae_lens import SAE
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+mark("imports")
+release, sae_id = "gemma-3-1b-res-matryoshka-dc", "blocks.{LAYER}.hook_resid_post"
+sae = SAE.from_pretrained(release, sae_id, device="cpu")
+mark("sae")
+out["sae"] = {{
+    "class": type(sae).__name__, "architecture": sae.cfg.architecture(), "d_in": sae.cfg.d_in,
+    "d_sae": sae.cfg.d_sae, "hook_name": sae.cfg.metadata.hook_name, "model_name": sae.cfg.metadata.model_name,
+    "dtype": str(sae.W_dec.dtype), "W_dec_row_norms": [sae.W_dec.norm(dim=1).min().item(), sae.W_dec.norm(dim=1).max().item()],
+    "digests": {{k: tensor_digest(getattr(sae, k)) for k in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold")}},
+}}
+_, cfg_dict, sparsity = SAE.from_pretrained_with_cfg_and_sparsity(release, sae_id, device="cpu")
+out["cfg_dict"] = cfg_dict
+out["sparsity"] = None if sparsity is None else tensor_digest(sparsity)
+out["missing_layer"] = error_info(lambda: SAE.from_pretrained(release, "blocks.{MISSING_LAYER}.hook_resid_post"))
+out["not_in_release"] = error_info(lambda: SAE.from_pretrained(release, "blocks.25.hook_resid_post"))
+mark("sae_with_sparsity_and_errors")
+
+tok = AutoTokenizer.from_pretrained("google/gemma-3-1b-pt", token=None)
+model = AutoModelForCausalLM.from_pretrained("google/gemma-3-1b-pt", dtype=torch.float32, token=None)
+model.eval()
+mark("tokenizer_and_model")
+out["model"] = {{
+    "class": type(model).__name__, "hidden_size": model.config.hidden_size,
+    "n_layers": model.config.num_hidden_layers, "vocab_size": model.config.vocab_size,
+    "tied": model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(),
+    "embed_head": model.model.embed_tokens.weight[0, :8].tolist(),
+}}
+ids = tok({PROMPT!r}, return_tensors="pt").input_ids
+out["ids"] = ids[0].tolist()
+
+captured = {{}}
+def capture(module, args, output):
+    captured["type"] = type(output).__name__
+    captured["resid"] = output
+def splice(module, args, output):
+    return sae(output)
+layer = model.model.layers[{LAYER}]
+with torch.no_grad():
+    handle = layer.register_forward_hook(capture)
+    clean = model(ids, output_hidden_states=True)
+    handle.remove()
+    handle = layer.register_forward_hook(splice)
+    spliced = model(ids).logits
+    handle.remove()
+resid = captured["resid"][0]
+out["forward"] = {{
+    "hook_output_type": captured["type"],
+    "resid_equals_hidden_states": torch.equal(captured["resid"], clean.hidden_states[{LAYER} + 1]),
+    "clean_shape": list(clean.logits.shape), "clean_finite": bool(clean.logits.isfinite().all()),
+    "spliced_shape": list(spliced.shape), "spliced_finite": bool(spliced.isfinite().all()),
+    "max_abs_diff": (spliced - clean.logits).abs().max().item(),
+    "l0": (sae.encode(resid) > 0).sum(-1).tolist(),
+}}
+mark("forwards")
+done()
+"""
+)
+
+SAEHELPERS_CALLS = (
+    _PRELUDE
+    + f"""
+import saehelpers
+from saehelpers.presets import choose_preset
+choice = choose_preset(None, announce=False)  # SAEHELPERS_PRESET is unset
+out["choice"] = {{"name": choice.name, "reason": choice.reason}}
+model, tok = saehelpers.load_model("gemma-3-1b")
+sae = saehelpers.load_sae({LAYER}, "gemma-3-1b")
+out["model"] = {{"class": type(model).__name__, "hidden_size": model.config.hidden_size,
+                "dtype": str(next(model.parameters()).dtype), "training": model.training}}
+out["ids"] = tok({PROMPT!r}).input_ids
+out["sae"] = {{"d_sae": sae.cfg.d_sae, "hook_name": sae.cfg.metadata.hook_name,
+              "W_dec": tensor_digest(sae.W_dec), "requires_grad": sae.W_dec.requires_grad}}
+out["missing_layer"] = error_info(lambda: saehelpers.load_sae({MISSING_LAYER}, "gemma-3-1b"))
+done()
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def raw(fake_hub) -> dict:
+    return run_offline(RAW_CALLS, fake_hub)
+
+
+def approx_digest(digest: dict):
+    # Sums are float64 over the same float32 values; allow for a different summation order only.
+    return {**digest, "sum": pytest.approx(digest["sum"], rel=1e-7, abs=1e-9)}
+
+
+# ---------------------------------------------------------------- the fake cache itself
+
+
+def test_cache_layout_is_a_valid_hub_cache(fake_hub):
+    from huggingface_hub import scan_cache_dir, try_to_load_from_cache
+
+    scan = scan_cache_dir(fake_hub)
+    assert not scan.warnings  # what `hf cache scan` would report as corrupted
+    repos = {r.repo_id: r for r in scan.repos}
+    assert {fakehub.MODEL_REPO, fakehub.SAE_REPO} <= set(repos)
+    for repo_id in (fakehub.MODEL_REPO, fakehub.SAE_REPO):
+        assert {rev.commit_hash for rev in repos[repo_id].revisions} == {fakehub.commit_hash(repo_id)}
+        assert "main" in repos[repo_id].refs
+    path = try_to_load_from_cache(fakehub.MODEL_REPO, "config.json", cache_dir=fake_hub)
+    assert json.loads(Path(path).read_text())["hidden_size"] == 1152
+
+
+def test_cfg_json_is_pre_6_0_and_converts(fake_hub, raw):
+    path = fakehub.snapshot_dir(fake_hub, fakehub.SAE_REPO) / f"blocks.{LAYER}.hook_resid_post" / "cfg.json"
+    raw_cfg = json.loads(path.read_text())
+    # 5.x keys; no sae_lens_version, which is how SAELens 6 tells a pre-6.0 config.
+    assert "sae_lens_version" not in raw_cfg
+    assert raw_cfg["activation_fn_str"] == "relu" and raw_cfg["hook_layer"] == LAYER
+    # What SAELens made of it (handle_pre_6_0_config): 6.x fields plus a metadata block.
+    converted = raw["cfg_dict"]
+    assert converted["architecture"] == "jumprelu"
+    assert (converted["d_in"], converted["d_sae"], converted["dtype"]) == (1152, 32768, "float32")
+    assert converted["device"] == "cpu"  # the saved "cuda" is overridden by from_pretrained's device
+    assert converted["metadata"]["hook_name"] == f"blocks.{LAYER}.hook_resid_post"
+    assert converted["metadata"]["model_name"] == "google/gemma-3-1b-pt"
+    assert converted["metadata"]["sae_lens_training_version"] == raw_cfg["sae_lens_training_version"]
+    assert "hook_layer" not in converted and "hook_layer" not in converted["metadata"]  # dropped in 6.x
+
+
+def test_build_is_incremental_and_versioned(tmp_path, monkeypatch):
+    # The bookkeeping only: the heavy writers are replaced by counters.
+    calls = []
+    monkeypatch.setattr(fakehub, "_write_model", lambda root, n, seed: calls.append(("model", n)))
+    monkeypatch.setattr(
+        fakehub,
+        "_write_sae_layer",
+        lambda root, layer, seed: calls.append(("sae", layer)) or {"layer": layer},
+    )
+    fakehub.build_fake_hub(tmp_path, sae_layers=(12,))
+    assert calls == [("model", 26), ("sae", 12)]
+    fakehub.build_fake_hub(tmp_path, sae_layers=(12, 0, 24))  # only the new layers
+    assert calls[2:] == [("sae", 0), ("sae", 24)]
+    fakehub.build_fake_hub(tmp_path, sae_layers=(0, 12))  # nothing to do
+    assert len(calls) == 4
+    fakehub.build_fake_hub(tmp_path, sae_layers=(12,), n_model_layers=13)  # another depth: model only
+    assert calls[4:] == [("model", 13)]
+    manifest = json.loads((tmp_path / fakehub.MANIFEST).read_text())
+    manifest["builder_version"] = fakehub.BUILDER_VERSION - 1  # an older builder: everything again
+    (tmp_path / fakehub.MANIFEST).write_text(json.dumps(manifest))
+    fakehub.build_fake_hub(tmp_path, sae_layers=(12,))
+    assert calls[5:] == [("model", 26), ("sae", 12)]
+    with pytest.raises(ValueError, match="layers 0..24"):
+        fakehub.build_fake_hub(tmp_path, sae_layers=(25,))
+
+
+# ---------------------------------------------------------------- the raw calls, offline
+
+
+def test_sae_from_pretrained(raw, fake_hub):
+    sae = raw["sae"]
+    assert sae["class"] == "JumpReLUSAE" and sae["architecture"] == "jumprelu"
+    assert (sae["d_in"], sae["d_sae"]) == (1152, 32768)
+    assert sae["hook_name"] == f"blocks.{LAYER}.hook_resid_post"
+    assert sae["model_name"] == "google/gemma-3-1b-pt"
+    assert sae["digests"]["W_dec"]["shape"] == [32768, 1152]
+    assert sae["digests"]["W_enc"]["shape"] == [1152, 32768]
+    assert sae["W_dec_row_norms"] == pytest.approx([1.0, 1.0], abs=1e-5)
+    written = fakehub.read_manifest(fake_hub)["sae_layers"][str(LAYER)]
+    for name, digest in sae["digests"].items():
+        assert digest == approx_digest(written[name]), name
+
+
+def test_sparsity_is_returned(raw, fake_hub):
+    written = fakehub.read_manifest(fake_hub)["sae_layers"][str(LAYER)]["sparsity"]
+    assert raw["sparsity"] == approx_digest(written)
+    assert raw["sparsity"]["shape"] == [32768]
+    assert raw["cfg_dict"]["architecture"] == "jumprelu"
+    assert raw["cfg_dict"]["metadata"]["hook_name"] == f"blocks.{LAYER}.hook_resid_post"
+
+
+def test_model_and_tokenizer(raw, fake_hub):
+    from safetensors import safe_open
+
+    m = raw["model"]
+    assert m["class"] == "Gemma3ForCausalLM"
+    assert (m["hidden_size"], m["n_layers"], m["vocab_size"]) == (1152, 26, 262144)
+    assert m["tied"]
+    weights = fakehub.snapshot_dir(fake_hub, fakehub.MODEL_REPO) / "model.safetensors"
+    with safe_open(weights, framework="pt") as f:
+        assert f.get_tensor("model.embed_tokens.weight")[0, :8].float().tolist() == m["embed_head"]
+    assert raw["ids"] == PROMPT_IDS  # BOS (2) first
+
+
+def test_forward_with_sae_spliced_in(raw):
+    f = raw["forward"]
+    assert f["hook_output_type"] == "Tensor"  # decoder layers return a plain tensor in transformers 5
+    assert f["resid_equals_hidden_states"]  # blocks.L.hook_resid_post == hidden_states[L + 1]
+    assert f["clean_shape"] == f["spliced_shape"] == [1, len(PROMPT_IDS), 262144]
+    assert f["clean_finite"] and f["spliced_finite"]
+    assert f["max_abs_diff"] > 1e-2
+    # Thresholds are calibrated for tens of active latents per (non-BOS) token, like k = 40.
+    assert all(5 <= n <= 200 for n in f["l0"][1:]), f["l0"]
+
+
+def test_missing_layer_offline(raw):
+    # Not in the cache + offline: huggingface_hub's LocalEntryNotFoundError, raised while fetching cfg.json.
+    # (It subclasses EntryNotFoundError, which SAELens catches for the optional sparsity file only.)
+    err = raw["missing_layer"]
+    assert err is not None and err["type"] == "LocalEntryNotFoundError"
+    assert "FileNotFoundError" in err["mro"] and "EntryNotFoundError" in err["mro"]
+    # Not in the release at all: SAELens's own ValueError, before any file is looked up.
+    assert raw["not_in_release"]["type"] == "ValueError"
+    assert "not found in release" in raw["not_in_release"]["message"]
+
+
+# ---------------------------------------------------------------- saehelpers' loaders, offline
+
+
+@pytest.fixture(scope="module")
+def helpers(fake_hub) -> dict:
+    try:
+        import saehelpers
+
+        saehelpers.load_model, saehelpers.load_sae  # noqa: B018
+    except (ImportError, AttributeError) as e:
+        pytest.skip(f"saehelpers.load_model / load_sae not written yet ({e})")
+    return run_offline(SAEHELPERS_CALLS, fake_hub)
+
+
+def test_saehelpers_loaders_use_the_real_calls(helpers, fake_hub):
+    assert helpers["choice"]["name"] == "gemma-3-1b"  # config.json in the offline cache = reachable
+    m = helpers["model"]
+    assert m["class"] == "Gemma3ForCausalLM" and m["hidden_size"] == 1152
+    assert m["dtype"] == "torch.float32" and not m["training"]  # CPU default, eval mode
+    assert helpers["ids"] == PROMPT_IDS
+    s = helpers["sae"]
+    assert s["d_sae"] == 32768 and s["hook_name"] == f"blocks.{LAYER}.hook_resid_post"
+    assert not s["requires_grad"]
+    written = fakehub.read_manifest(fake_hub)["sae_layers"][str(LAYER)]["W_dec"]
+    assert s["W_dec"] == approx_digest(written)
+
+
+def test_saehelpers_missing_layer_message(helpers):
+    err = helpers["missing_layer"]
+    assert err is not None and err["cause"] == "LocalEntryNotFoundError"
+    assert f"blocks.{MISSING_LAYER}.hook_resid_post" in err["message"]
