@@ -1,0 +1,298 @@
+"""Collect resid_post activations in batches, measure one SAE on held-out tokens, report memory.
+
+BOS and padding are left out everywhere: BOS's resid_post has a norm far larger than any other
+token's (it would dominate every sum) and padding is not text. The BOS id comes from the
+model's config, the padding from each batch's attention mask, so left and right padding both work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from . import hooks, metrics
+
+
+def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) from a dict-like batch (token_batches, a tokenizer) or a tensor of ids."""
+    if isinstance(batch, torch.Tensor):
+        return batch, torch.ones_like(batch)
+    try:
+        ids, mask = batch["input_ids"], batch.get("attention_mask")
+    except (TypeError, KeyError, AttributeError):
+        raise ValueError(
+            "Each batch must be a dict with 'input_ids' (and 'attention_mask'), e.g. from "
+            f"saehelpers.text.token_batches or tokenizer(..., return_tensors='pt'); got {type(batch).__name__}."
+        ) from None
+    return ids, torch.ones_like(ids) if mask is None else mask
+
+
+def _bos(model, bos_token_id):
+    bos = model.config.bos_token_id if bos_token_id is None else bos_token_id
+    if bos is None:
+        raise ValueError("The model's config has no bos_token_id; pass bos_token_id=... explicitly.")
+    return bos
+
+
+@dataclass
+class Activations:
+    """resid_post of the kept tokens (not BOS, not padding), one row per token, in batch order.
+
+    acts[layer]: [n_tokens, d_model]. Token i is token_ids[i], at `position[i]` of text row `row[i]`
+    (position 0 = BOS, counted without padding); rows[r] holds that row's tokens, so
+    `context(i)` gives the text up to token i.
+    """
+
+    acts: dict[int, torch.Tensor]
+    token_ids: torch.Tensor
+    row: torch.Tensor
+    position: torch.Tensor
+    rows: list[torch.Tensor]
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [*self.acts.values(), self.token_ids, self.row, self.position, *self.rows]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def context(self, i: int, before: int | None = None) -> torch.Tensor:
+        """Token ids of token i's row up to and including token i (the last `before` + 1 of them if given)."""
+        p = int(self.position[i])
+        start = 0 if before is None else max(0, p - before)
+        return self.rows[int(self.row[i])][start : p + 1]
+
+    def __repr__(self) -> str:
+        d = next(iter(self.acts.values())).shape[1]
+        return (
+            f"Activations(layers {list(self.acts)}, {self.n_tokens} tokens x d_model {d}, "
+            f"{self.nbytes / 2**20:.1f} MB)"
+        )
+
+
+@torch.no_grad()
+def collect_resid(
+    model,
+    batches,
+    layers,
+    max_tokens: int | None = None,
+    bos_token_id: int | None = None,
+    device="cpu",
+    dtype=torch.float32,
+    progress: bool = True,
+) -> Activations:
+    """resid_post at `layers` for every kept token of `batches` (BOS and padding dropped).
+
+    ONE forward pass per batch for all layers, stopped after the deepest one (`hooks.resid_post`):
+    no logits, no later layers. Results go to `device` as `dtype` (CPU float32 by default, so
+    GPU memory stays free). Stops once `max_tokens` tokens are collected.
+    """
+    layers = [layers] if isinstance(layers, int) else list(layers)
+    bos = _bos(model, bos_token_id)
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1 (or None for all), got {max_tokens}.")
+    parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    ids_parts, row_parts, pos_parts, rows = [], [], [], []
+    n = 0
+    bar = tqdm(batches, desc=f"resid_post {layers}", unit="batch", disable=not progress)
+    for batch in bar:
+        ids, mask = _unpack(batch)
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        resid = hooks.resid_post(model, ids, layers, mask)
+        keep = metrics.token_mask(ids, mask, bos)
+        take = int(keep.sum()) if max_tokens is None else min(int(keep.sum()), max_tokens - n)
+        r, s = keep.nonzero(as_tuple=True)  # row-major, the same order as resid[layer][keep]
+        r, s = r[:take], s[:take]
+        for layer in layers:
+            parts[layer].append(resid[layer][r, s].to(device=device, dtype=dtype))
+        position = mask.cumsum(1) - 1  # index in the row without its padding: BOS is 0
+        ids_parts.append(ids[r, s].cpu())
+        row_parts.append((r + len(rows)).cpu())
+        pos_parts.append(position[r, s].cpu())
+        rows.extend(ids[i][mask[i].bool()].cpu() for i in range(len(ids)))
+        n += take
+        bar.set_postfix(tokens=n)
+        if max_tokens is not None and n >= max_tokens:
+            break
+    bar.close()
+    if n == 0:
+        raise ValueError("No tokens collected: the batches were empty or held only BOS and padding.")
+    acts = {layer: torch.cat(parts[layer]) for layer in layers}
+    return Activations(acts, torch.cat(ids_parts), torch.cat(row_parts), torch.cat(pos_parts), rows)
+
+
+@dataclass
+class SAEStats:
+    """One SAE's numbers on held-out tokens (see `sae_stats`). Losses and KL in nats."""
+
+    layer: int
+    n_tokens: int  # SAE inputs: tokens that are not BOS or padding
+    n_predictions: int  # next-token predictions scored (both ends such tokens)
+    explained_variance: float  # about the mean (SAELens 6.54's `explained_variance`)
+    explained_variance_zero: float  # about zero
+    l0: float  # mean number of active latents per token
+    l0_hist: torch.Tensor  # l0_hist[k] = number of tokens with exactly k active latents
+    firing_counts: torch.Tensor  # [d_sae]: tokens on which each latent fired
+    dead_fraction: float
+    dense_fraction: float
+    dense_threshold: float
+    ce_clean: float
+    ce_spliced: float
+    ce_zero_ablated: float
+    delta_loss: float
+    ce_recovered: float
+    kl_spliced: float  # KL(clean || spliced) per token
+    kl_zero_ablated: float
+
+    def row(self) -> dict:
+        """The scalar fields, for one row of a pandas table."""
+        return {k: v for k, v in vars(self).items() if not isinstance(v, torch.Tensor)}
+
+
+@torch.no_grad()
+def sae_stats(
+    model,
+    sae,
+    layer: int,
+    batches,
+    dense_threshold: float = 0.1,
+    bos_token_id: int | None = None,
+    progress: bool = True,
+) -> SAEStats:
+    """Measure `sae` at resid_post of `layer` on `batches`, streaming: nothing grows with the token count.
+
+    Per batch, three full forward passes: clean (capturing resid_post), spliced (resid_post
+    replaced by the SAE's reconstruction) and zero-ablated (replaced by zeros). Replacement
+    happens only at kept tokens; BOS stays clean in all three runs, because the SAE is not meant
+    to reconstruct its huge activation and every later token attends to it (breaking it would
+    measure the BOS, not the SAE). The same kept tokens feed EV, L0 and firing counts; loss counts
+    predictions from a kept token to a kept token (`metrics.ce_loss` with `token_mask`); KL counts
+    every kept position. All sums are float64, so the result equals the same metrics on the
+    concatenated tokens. (SAELens's evals also keep BOS out of the splice, but zero-ablate it.)
+    Peak memory: two [batch x seq x vocab] logits tensors in the model's dtype, plus 128 MB.
+    """
+    bos = _bos(model, bos_token_id)
+    hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
+    if hook not in (None, f"blocks.{layer}.hook_resid_post"):
+        raise ValueError(f"This SAE reads {hook!r}, not layer {layer}'s resid_post: pass its own layer.")
+    if sae.cfg.d_in != model.config.hidden_size:
+        raise ValueError(
+            f"The SAE's d_in is {sae.cfg.d_in} but the model's d_model is {model.config.hidden_size}."
+        )
+    ev = metrics.EVAccumulator()
+    d_sae = sae.cfg.d_sae
+    l0_hist = torch.zeros(d_sae + 1, dtype=torch.long)
+    counts = torch.zeros(d_sae, dtype=torch.long)
+    sums = dict.fromkeys(["ce_clean", "ce_spliced", "ce_zero_ablated", "kl_spliced", "kl_zero_ablated"], 0.0)
+    n_pred = n_pos = 0
+
+    def recon(h):
+        # encode/decode rather than sae(h): sae(h) returns h itself when use_error_term is on.
+        return sae.decode(sae.encode(h.to(sae.device, sae.dtype))).to(h.device, h.dtype)
+
+    for batch in tqdm(batches, desc=f"layer {layer} SAE", unit="batch", disable=not progress):
+        ids, mask = _unpack(batch)
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        keep = metrics.token_mask(ids, mask, bos)
+        if not keep.any():
+            continue
+        k3 = keep.unsqueeze(-1)
+        with hooks.capture(model, [layer]) as cap:
+            clean = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        x = cap[layer][keep]
+        feats = sae.encode(x.to(sae.device, sae.dtype))
+        ev.add(x, sae.decode(feats))
+        per_token = (feats != 0).sum(-1).cpu()
+        l0_hist += torch.bincount(per_token, minlength=d_sae + 1)
+        counts += metrics.firing_counts(feats).cpu()
+        del feats
+
+        ce = metrics.ce_loss(clean, ids, keep, per_token=True)
+        sums["ce_clean"] += ce.sum().item()
+        n_pred += len(ce)
+        n_pos += int(keep.sum())
+        runs = {
+            "spliced": lambda h, k=k3: torch.where(k, recon(h), h),
+            "zero_ablated": lambda h, k=k3: h.masked_fill(k, 0.0),
+        }
+        for name, fn in runs.items():
+            with hooks.replace(model, layer, fn):
+                other = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            sums[f"ce_{name}"] += metrics.ce_loss(other, ids, keep, per_token=True).sum().item()
+            sums[f"kl_{name}"] += metrics.kl_div(clean, other, keep, per_token=True).sum().item()
+            del other
+        del clean
+
+    if n_pred == 0:
+        raise ValueError("No tokens to measure: the batches need rows with two or more tokens after BOS.")
+    ce = {k: v / n_pred for k, v in sums.items() if k.startswith("ce")}
+    kl = {k: v / n_pos for k, v in sums.items() if k.startswith("kl")}
+    return SAEStats(
+        layer=layer,
+        n_tokens=n_pos,
+        n_predictions=n_pred,
+        explained_variance=ev.value("mean"),
+        explained_variance_zero=ev.value("zero"),
+        l0=(l0_hist * torch.arange(d_sae + 1)).sum().item() / n_pos,
+        l0_hist=l0_hist,
+        firing_counts=counts,
+        dead_fraction=metrics.dead_fraction(counts),
+        dense_fraction=metrics.dense_fraction(counts, n_pos, dense_threshold),
+        dense_threshold=dense_threshold,
+        **ce,
+        delta_loss=metrics.delta_loss(ce["ce_clean"], ce["ce_spliced"]),
+        ce_recovered=metrics.ce_loss_recovered(ce["ce_clean"], ce["ce_spliced"], ce["ce_zero_ablated"]),
+        **kl,
+    )
+
+
+def _nbytes(obj) -> int:
+    """Bytes held by tensors in obj (a tensor, module, Activations, or a dict / list of them)."""
+    if isinstance(obj, torch.Tensor):
+        return 0 if obj.is_meta else obj.numel() * obj.element_size()
+    if isinstance(obj, torch.nn.Module):  # parameters() and buffers() skip tied duplicates
+        return sum(_nbytes(t) for t in (*obj.parameters(), *obj.buffers()))
+    if isinstance(obj, Activations):
+        return obj.nbytes
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
+class MemoryReport(dict):
+    """name -> MB; prints as a small table."""
+
+    def __str__(self) -> str:
+        return "\n".join(f"{name:<28} {mb:>10,.1f} MB" for name, mb in self.items())
+
+
+def memory_report(model=None, sae=None, tensors: dict | None = None) -> MemoryReport:
+    """MB held by the model's weights, the SAE's weights, the named tensors, and the whole process.
+
+    Weights and tensors: numel x bytes per element (an SAE moved to "meta" counts 0). "process
+    RSS" is the resident memory of this Python process (psutil): weights, activations, caches
+    and everything else. On a GPU, the CUDA memory allocated by PyTorch is added.
+    """
+    import psutil
+
+    mb = 2**20
+    report = MemoryReport()
+    if model is not None:
+        report["model weights"] = _nbytes(model) / mb
+    if sae is not None:
+        report["SAE weights"] = _nbytes(sae) / mb
+    for name, obj in (tensors or {}).items():
+        report[name] = _nbytes(obj) / mb
+    report["process RSS"] = psutil.Process().memory_info().rss / mb
+    if torch.cuda.is_available():
+        report["CUDA allocated"] = torch.cuda.memory_allocated() / mb
+    return report
+
+
+__all__ = ["Activations", "MemoryReport", "SAEStats", "collect_resid", "memory_report", "sae_stats"]
