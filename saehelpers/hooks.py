@@ -6,7 +6,9 @@ after any cell the model is the clean model. `blocks.N.hook_resid_post` is trans
 
 They work inside `model.generate` with the KV cache: each forward call then sees only the new
 tokens, and positions are read from the `position_ids` the model passes to its layers, so
-"position 0" (BOS) means the same thing in the prompt and during generation.
+"position 0" (BOS) means the same thing in the prompt and during generation. (`generate` derives
+position ids from the attention mask, so BOS is position 0 in left-padded batches too; a plain
+forward call on a left-padded batch without `position_ids` numbers the padding first.)
 """
 
 from __future__ import annotations
