@@ -1,0 +1,30 @@
+"""Every notebook reads as one book: the same opening, the same setup cell, the same closing."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+spec = importlib.util.spec_from_file_location("setup_cell", ROOT / "scripts" / "setup_cell.py")
+setup_cell = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(setup_cell)
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ holds no numbered notebooks"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_opening_and_closing(path):
+    cells = json.loads(path.read_text())["cells"]
+    title = "".join(cells[0]["source"])
+    assert cells[0]["cell_type"] == "markdown" and title.startswith(f"# {path.name[:2]} ·")
+    assert "You will be able to" in title and "**Time:**" in title and "**Runs on:**" in title
+    assert "".join(cells[1]["source"]) == setup_cell.SETUP_CELL, "run `python scripts/setup_cell.py`"
+    closing = "".join(cells[-1]["source"])
+    assert "## What you learned" in closing and "**Next:**" in closing
+    assert any("**Try this:**" in "".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
