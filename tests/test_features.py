@@ -1,0 +1,329 @@
+"""saehelpers.features: streaming statistics against brute force, cards, contrast, and bad input."""
+
+import pytest
+import torch
+from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+from saehelpers import features as F
+from saehelpers import get_release, hooks
+from saehelpers.activations import collect_resid
+from saehelpers.text import token_batches
+
+K, BEFORE, AFTER = 3, 2, 1
+
+
+# ---------------------------------------------------------------- a synthetic stream, no model
+
+
+def synthetic_stream(n_batches=4, batch=3, seq=7, d=10, seed=0):
+    """Batches (feats, ids, keep): sparse random activations, BOS at position 0, some right padding."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        feats = torch.rand(batch, seq, d, generator=g) * 5
+        feats *= torch.rand(batch, seq, d, generator=g) < 0.3  # ~30% fire
+        ids = torch.randint(10, 99, (batch, seq), generator=g)
+        keep = torch.ones(batch, seq, dtype=torch.bool)
+        keep[:, 0] = False  # BOS
+        lengths = torch.randint(2, seq + 1, (batch,), generator=g)
+        keep &= torch.arange(seq) < lengths[:, None]  # padding
+        out.append((feats, ids, keep))
+    return out
+
+
+def brute_force(stream, d, k=K, before=BEFORE, after=AFTER):
+    """Every firing event of the whole stream in plain Python, then sorted per latent."""
+    events, n = {f: [] for f in range(d)}, 0
+    for feats, ids, keep in stream:
+        batch, seq, _ = feats.shape
+        for r in range(batch):
+            for s in range(seq):
+                if not keep[r, s]:
+                    continue
+                for f in feats[r, s].nonzero().flatten().tolist():
+                    window = range(s - before, s + after + 1)
+                    inside = [0 <= p < seq and bool(keep[r, p]) for p in window]
+                    toks = [int(ids[r, p]) if ok else -1 for p, ok in zip(window, inside)]
+                    acts = [float(feats[r, p, f]) if ok else 0.0 for p, ok in zip(window, inside)]
+                    events[f].append(
+                        {"value": float(feats[r, s, f]), "index": n, "tokens": toks, "acts": acts}
+                    )
+                n += 1
+    return events, n
+
+
+def check_rows(stats, events, key, offset):
+    """Rows offset + f of the examples table hold latent f's k best events by `key`, with their contexts."""
+    got = stats.examples.best_first()
+    for f, evs in events.items():
+        want = sorted(evs, key=lambda e: key(e, f), reverse=True)[: stats.examples.k]
+        row = offset + f
+        assert int((got["index"][row] >= 0).sum()) == len(want)
+        for j, e in enumerate(want):
+            assert got["index"][row, j] == e["index"]
+            assert got["value"][row, j] == pytest.approx(e["value"])
+            assert got["tokens"][row, j].tolist() == e["tokens"]
+            assert got["acts"][row, j].tolist() == pytest.approx(e["acts"])
+
+
+@pytest.mark.parametrize("n_batches", [1, 4])
+def test_stream_equals_brute_force(n_batches):
+    d = 10
+    stream = synthetic_stream(n_batches=n_batches, d=d)
+    stats = F.FeatureStats(d, K, BEFORE, AFTER)
+    for feats, ids, keep in stream:
+        stats.add(feats, ids, keep)
+    events, n = brute_force(stream, d)
+    assert stats.n_tokens == n
+    assert stats.counts.tolist() == [len(events[f]) for f in range(d)]
+    assert stats.sums.tolist() == pytest.approx([sum(e["value"] for e in events[f]) for f in range(d)])
+    assert stats.max.tolist() == pytest.approx([max(e["value"] for e in events[f]) for f in range(d)])
+    for f in range(d):
+        vals = torch.tensor([e["value"] for e in events[f]])
+        idx = torch.bucketize(vals, F.HIST_EDGES[1:-1])
+        want = torch.bincount(idx, minlength=len(F.HIST_EDGES) - 1)
+        assert stats.hist[f].tolist() == want.tolist()
+    check_rows(stats, events, key=lambda e, f: e["value"], offset=0)  # the top examples
+
+    def sample_key(e, f):  # the sample: the k firing events with the largest uniform key
+        return int(F.uniform_key(torch.tensor([e["index"]]), torch.tensor([f]), d))
+
+    check_rows(stats, events, key=sample_key, offset=d)
+    top, sample = stats.top(0), stats.sample(0)
+    assert [e["index"] for e in top] == [e["index"] for e in sorted(events[0], key=lambda e: -e["value"])[:K]]
+    assert [e["value"] for e in sample] == sorted((e["value"] for e in sample), reverse=True)
+    drawn = sorted(events[0], key=lambda e: sample_key(e, 0), reverse=True)[
+        :2
+    ]  # a smaller sample: top 2 keys
+    assert {e["index"] for e in stats.sample(0, 2)} == {e["index"] for e in drawn}
+
+
+def test_batching_does_not_change_the_result():
+    """The same tokens cut into batches differently give identical tables (the sample included)."""
+    d = 8
+    stream = synthetic_stream(n_batches=2, batch=4, d=d, seed=1)
+    one, two = F.FeatureStats(d, K, BEFORE, AFTER), F.FeatureStats(d, K, BEFORE, AFTER)
+    for feats, ids, keep in stream:
+        one.add(feats, ids, keep)
+        for part in range(0, 4, 1):  # row by row
+            two.add(feats[part : part + 1], ids[part : part + 1], keep[part : part + 1])
+    for name in ("counts", "hist"):
+        assert torch.equal(getattr(one, name), getattr(two, name))
+    a, b = one.examples.best_first(), two.examples.best_first()
+    for name in F.Examples.FIELDS:
+        assert torch.equal(a[name], b[name])
+
+
+def test_memory_does_not_grow_with_tokens():
+    d = 16
+    stats = F.FeatureStats(d, K, BEFORE, AFTER)
+    stats.add(*synthetic_stream(1, d=d)[0])
+    size = stats.nbytes
+    for batch in synthetic_stream(20, d=d, seed=3):
+        stats.add(*batch)
+    assert stats.nbytes == size and stats.n_tokens > 100
+
+
+def test_uniform_key_is_uniform():
+    keys = F.uniform_key(torch.arange(20000), torch.full((20000,), 7), 2048) / 2**32
+    assert keys.min() >= 0 and keys.max() < 1
+    assert keys.mean().item() == pytest.approx(0.5, abs=0.01)
+    assert torch.histc(keys.float(), 10, 0, 1).min() > 1800  # each tenth holds about 2000
+
+
+def test_float_key_sorts_like_the_floats():
+    x = torch.tensor([-float("inf"), -3.5, -1e-30, -0.0, 0.0, 1e-30, 0.25, 2.0, 7e20, float("inf")])
+    keys = F.float_key(x).tolist()
+    assert keys == sorted(keys) and len(set(keys)) == len(x)
+
+
+def test_examples_of_and_save_load(tmp_path):
+    d = 6
+    stats = F.FeatureStats(d, K, BEFORE, AFTER, layer=3)
+    for batch in synthetic_stream(2, d=d):
+        stats.add(*batch)
+    stats.save(tmp_path / "s.pt")
+    back = F.FeatureStats.load(tmp_path / "s.pt")
+    assert back.layer == 3 and back.n_tokens == stats.n_tokens
+    assert torch.equal(back.examples.tokens, stats.examples.tokens)
+    ex = back.top(0)
+    assert [e["value"] for e in ex] == sorted((e["value"] for e in ex), reverse=True)
+    for e in ex:
+        assert -1 not in e["tokens"][: e["centre"] + 1][-1:]  # the centre is a real token
+        assert e["acts"][e["centre"]] == pytest.approx(e["value"])
+
+
+def test_add_rejects_wrong_shapes():
+    stats = F.FeatureStats(4)
+    with pytest.raises(ValueError, match=r"feats must be \[batch, seq, 4\]"):
+        stats.add(
+            torch.zeros(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool)
+        )
+
+
+@pytest.mark.parametrize("bad", [-1, 2048, 10**6, 1.5, True, "3"])
+def test_check_feature_names_the_valid_range(bad):
+    with pytest.raises(ValueError, match=r"0\.\.2047"):
+        F.check_feature(bad, 2048)
+
+
+# ---------------------------------------------------------------- on the mini model with a random SAE
+
+LAYER = 6
+
+
+@pytest.fixture(scope="module")
+def sae(mini):
+    """A random JumpReLU SAE of the mini release's shape, with thresholds set so ~2% of latents fire."""
+    model, tok = mini
+    rel = get_release("mini")
+    torch.manual_seed(0)
+    cfg = JumpReLUSAEConfig(d_in=rel.d_model, d_sae=rel.d_sae, dtype="float32", device="cpu")
+    cfg.metadata.hook_name = rel.hook_name(LAYER)
+    sae = JumpReLUSAE(cfg)
+    sae.requires_grad_(False)
+    sae.W_enc.normal_(0, rel.d_model**-0.5)
+    sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
+    ids = tok(
+        "The quick brown fox jumps over the lazy dog. def f(x): return x + 1", return_tensors="pt"
+    ).input_ids
+    x = hooks.resid_post(model, ids, [LAYER])[LAYER][0, 1:]
+    sae.threshold.copy_((x @ sae.W_enc + sae.b_enc).quantile(0.98, dim=0).clamp_min(1e-3))
+    return sae
+
+
+@pytest.fixture(scope="module")
+def small_batches(mini):
+    _, tok = mini
+    return list(token_batches(tok, "mini", batch_size=2, seq_len=24, n_batches=2))
+
+
+def test_stream_stats_on_the_model_equals_brute_force(mini, sae, small_batches):
+    model, _ = mini
+    stats = F.stream_stats(model, sae, LAYER, small_batches, k=4, before=3, after=2, progress=False)
+    acts = collect_resid(model, small_batches, [LAYER], progress=False)
+    with torch.no_grad():
+        feats = sae.encode(acts.acts[LAYER])  # [n_tokens, d_sae], BOS and padding left out
+    assert stats.n_tokens == acts.n_tokens
+    assert torch.equal(stats.counts, (feats != 0).sum(0))
+    assert torch.allclose(stats.max, feats.max(0).values, atol=1e-5)
+    top = feats.topk(4, dim=0)
+    fired = (feats != 0).sum(0) >= 4
+    best = {name: t[: sae.cfg.d_sae] for name, t in stats.examples.best_first().items()}  # the top rows
+    assert torch.equal(best["index"][fired], top.indices.T[fired])
+    f = int(stats.counts.argmax())
+    i = int(best["index"][f, 0])
+    ctx = acts.context(i).tolist()[-4:]  # the token and up to 3 before it
+    got = best["tokens"][f, 0, :4].tolist()
+    assert [t for t in got if t != -1] == ctx
+    # max_tokens stops at exactly that many tokens
+    assert F.stream_stats(model, sae, LAYER, small_batches, max_tokens=9, progress=False).n_tokens == 9
+
+
+def test_feature_stats_is_cached(mini, sae, tmp_path, monkeypatch):
+    model, tok = mini
+    monkeypatch.setattr(F, "cache_dir", lambda: tmp_path)
+    kw = dict(preset="mini", n_tokens=30, batch_size=2, seq_len=24, progress=False)
+    first = F.feature_stats(model, tok, sae, LAYER, **kw)
+    files = list((tmp_path / "feature_stats").glob("*.pt"))
+    assert len(files) == 1 and first.n_tokens == 30 and first.info["layer"] == LAYER
+    calls = []
+    monkeypatch.setattr(F, "stream_stats", lambda *a, **k: calls.append(1))
+    again = F.feature_stats(model, tok, sae, LAYER, **kw)
+    assert (
+        calls == []
+        and torch.equal(again.counts, first.counts)
+        and torch.equal(again.examples.tokens, first.examples.tokens)
+    )
+
+
+def test_feature_stats_rejects_a_layer_without_sae(mini, sae):
+    model, tok = mini
+    with pytest.raises(ValueError, match=r"No SAE for layer 3 .* layers 2, 6, 10, 14 have SAEs"):
+        F.feature_stats(model, tok, sae, 3, preset="mini", cache=False)
+    with pytest.raises(ValueError, match=r"reads 'blocks.6.hook_resid_post', not layer 10"):
+        F.stream_stats(model, sae, 10, [], progress=False)
+
+
+@pytest.mark.parametrize("bad", ["", [], [""], ["ok", ""], None])
+def test_empty_text_is_refused(mini, sae, bad):
+    model, tok = mini
+    with pytest.raises(ValueError, match="empty|non-empty"):
+        if isinstance(bad, list):
+            F.contrast(model, tok, sae, LAYER, bad, ["fine"], get_release("mini"))
+        else:
+            F.encode_text(model, tok, sae, LAYER, bad)
+
+
+def test_encode_text_leaves_bos_out(mini, sae):
+    model, tok = mini
+    tokens, feats = F.encode_text(model, tok, sae, LAYER, "Hello world")
+    assert "".join(tokens) == "Hello world" and feats.shape == (len(tokens), sae.cfg.d_sae)
+
+
+def test_contrast_is_the_difference_of_means(mini, sae):
+    model, tok = mini
+    a, b = ["Bonjour, comment allez-vous ?", "Le chat dort."], ["Hello, how are you?"]
+    table = F.contrast(model, tok, sae, LAYER, a, b, get_release("mini"))
+    means = []
+    for texts in (a, b):
+        feats = torch.cat([F.encode_text(model, tok, sae, LAYER, t)[1] for t in texts])
+        means.append(feats.mean(0))
+    want = (means[0] - means[1]).double()
+    got = torch.tensor(table["diff"].sort_index().to_numpy())
+    assert torch.allclose(got, want, atol=1e-4)
+    assert table["diff"].is_monotonic_decreasing and table.index[0] == int(want.argmax())
+
+
+def test_logit_lens_and_neighbours(mini, sae):
+    model, tok = mini
+    d = sae.W_dec[5]
+    table = F.logit_lens(model, tok, d, n=4)
+    with torch.no_grad():
+        logits = model.lm_head(model.model.norm(d[None]))[0]
+    assert table["raises"].tolist() == [tok.decode([int(i)]) for i in logits.topk(4).indices]
+    assert table["logit ↓"].iloc[0] == pytest.approx(logits.min().item(), rel=1e-4)
+    near = F.neighbours(sae, 5, n=3)
+    assert 5 not in near["feature"].tolist() and near["cosine"].is_monotonic_decreasing
+    cos = torch.nn.functional.cosine_similarity(sae.W_dec, d[None], dim=1)
+    cos[5] = -1
+    assert near["feature"].iloc[0] == int(cos.argmax())
+
+
+def test_feature_card(mini, sae, small_batches):
+    model, tok = mini
+    rel = get_release("mini")
+    stats = F.stream_stats(model, sae, LAYER, small_batches, k=4, progress=False)
+    f = int(stats.counts.argmax())
+    card = F.feature_card(stats, f, model, tok, sae, rel, n_examples=3)
+    assert card.count == int(stats.counts[f]) and card.rank == 1 and card.group == rel.group_of(f)
+    assert len(card.top) == 3 and card.top[0]["value"] == pytest.approx(float(stats.max[f]))
+    assert card.top[0]["strings"][card.top[0]["centre"]] == tok.decode(
+        [card.top[0]["tokens"][card.top[0]["centre"]]]
+    )
+    assert f"feature {f}" in str(card) and f"feature {f}" in card._repr_html_()
+    for bad in (-1, rel.d_sae):
+        with pytest.raises(ValueError, match=rf"0\.\.{rel.d_sae - 1}"):
+            F.feature_card(stats, bad, model, tok, sae, rel)
+
+
+def test_explorer_prints_a_static_card_where_widgets_do_not_render(mini, sae, small_batches):
+    from saehelpers.widgets import explorer
+
+    model, tok = mini
+    rel = get_release("mini")
+    stats = F.stream_stats(model, sae, LAYER, small_batches, k=4, progress=False)
+    f, g = (int(i) for i in stats.counts.topk(2).indices)
+    ex = explorer(model, tok, rel, LAYER, f, text="Hello <world>", sae=sae, stats=stats)
+    bundle = ex._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # a widget where widgets work...
+    plain = bundle["text/plain"]  # ...and the card as text everywhere else
+    assert (
+        f"Layer {LAYER} · feature {f} ·" in plain and "Top activations:" in plain and "On your text" in plain
+    )
+    ex.feature_box.value = g
+    assert ex.card.feature == g and f"feature {g} ·" in ex._repr_mimebundle_()["text/plain"]
+    with pytest.raises(ValueError, match="No SAE for layer 3"):
+        explorer(model, tok, rel, 3, f, sae=sae, stats=stats)
+    with pytest.raises(ValueError, match=rf"0\.\.{rel.d_sae - 1}"):
+        explorer(model, tok, rel, LAYER, rel.d_sae, sae=sae, stats=stats)
