@@ -112,13 +112,20 @@ def test_add_vector_steers_every_generated_position(mini, prompt_ids):
     model, tok = mini
     ids, mask = prompt_ids
     layer = 6
-    v = 40 * torch.randn(model.config.hidden_size) / model.config.hidden_size**0.5
+    # A fixed, strong direction (not a random one, whose effect on greedy text is luck): half the typical
+    # residual norm along the " banana" embedding, which the tied unembedding turns into " banana" logits.
+    banana = tok.encode(" banana", add_special_tokens=False)[0]
+    emb = model.get_input_embeddings().weight[banana].detach()
+    with torch.no_grad():
+        norm = hooks.resid_post(model, ids, [layer])[layer][0, 1:].norm(dim=-1).median()
+    v = 0.5 * norm * emb / emb.norm()
     with torch.no_grad():
         plain = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
         with hooks.add_vector(model, layer, v), hooks.capture(model, [layer], keep_all=True) as acts:
             steered = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
     assert hooks.active_hooks(model) == 0
     assert not torch.equal(plain, steered)  # the text changed
+    assert banana in steered[0, ids.shape[1] :].tolist() and banana not in plain[0].tolist()
     # One call for the prompt, then one per new token with the KV cache (the last token is not fed back).
     got = torch.cat(acts.history[layer], dim=1)
     assert len(acts.history[layer]) == 6 and got.shape[1] == steered.shape[1] - 1
