@@ -1,16 +1,23 @@
-"""Write the mini release's table into README.md from saehelpers/data/mini/release.json.
+"""Write README.md's generated parts: the mini release's table (from saehelpers/data/mini/release.json)
+and the notebook map (from each notebook's title and time line, with Colab and Binder links).
 
-Run after `scripts/build_mini_release.py`; tests/test_mini_release.py checks the README is in step.
+Run after `scripts/build_mini_release.py` or after adding a notebook; tests check the README is in step.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- mini-table -->", "<!-- /mini-table -->"
+NB_START, NB_END = "<!-- notebooks -->", "<!-- /notebooks -->"
+sys.path.insert(0, str(ROOT / "scripts"))
+from setup_cell import REPO  # noqa: E402
+
+GH = REPO.removeprefix("https://github.com/")
 
 
 def mini_table(meta: dict) -> str:
@@ -32,10 +39,31 @@ def mini_table(meta: dict) -> str:
     return "\n".join(lines)
 
 
+def _between(text: str, start: str, end: str, body: str) -> str:
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def notebook_row(path: Path) -> str:
+    first = json.loads(path.read_text())["cells"][0]["source"]
+    first = "".join(first) if isinstance(first, list) else first
+    title = first.splitlines()[0].lstrip("# ").split("·", 1)[-1].strip()
+    time = re.search(r"\*\*Time:\*\* ([^.]+)\.", first)
+    rel = f"notebooks/{path.name}"
+    colab = f"https://colab.research.google.com/github/{GH}/blob/main/{rel}"
+    binder = f"https://mybinder.org/v2/gh/{GH}/main?labpath={rel}"
+    return f"| [{path.stem}]({rel}) | {title} | {time.group(1) if time else ''} | [Colab]({colab}) · [Binder]({binder}) |"
+
+
+def notebook_map(root: Path = ROOT) -> str:
+    lines = ["| notebook | what you learn | time | open |", "|---|---|---|---|"]
+    lines += [notebook_row(p) for p in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+    return "\n".join(lines)
+
+
 def render(readme: str, meta: dict) -> str:
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{mini_table(meta)}\n{END}{tail}"
+    return _between(_between(readme, START, END, mini_table(meta)), NB_START, NB_END, notebook_map())
 
 
 if __name__ == "__main__":
@@ -44,5 +72,5 @@ if __name__ == "__main__":
     new = render(path.read_text(), meta)
     changed = new != path.read_text()
     path.write_text(new)
-    print("README.md mini table", "updated" if changed else "already up to date")
+    print("README.md tables", "updated" if changed else "already up to date")
     sys.exit(0)

@@ -28,3 +28,25 @@ def test_opening_and_closing(path):
     closing = "".join(cells[-1]["source"])
     assert "## What you learned" in closing and "**Next:**" in closing
     assert any("**Try this:**" in "".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs(path):
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert not cell["outputs"] and cell["execution_count"] is None, (
+                "clear the outputs before committing"
+            )
+
+
+def test_readme_generated_parts_are_in_step():
+    """The notebook map and the mini release's table: run `python scripts/readme_tables.py` after changing them."""
+    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "scripts" / "readme_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    readme = (ROOT / "README.md").read_text()
+    meta = json.loads((ROOT / "saehelpers" / "data" / "mini" / "release.json").read_text())
+    assert tables.render(readme, meta) == readme, "run `python scripts/readme_tables.py`"
+    for path in NOTEBOOKS:
+        assert f"(notebooks/{path.name})" in readme
