@@ -1,0 +1,390 @@
+"""Feature ablation through an SAE that keeps its error term, and attribution patching.
+
+The SAE writes x = decode(a) + e, with e = x - decode(a) its error term. Ablating features F keeps e, so
+that only F changes (decode is affine, so b_dec and every other feature cancel):
+
+    zero ablation:   x' = x - sum_{f in F} a_f(x) d_f
+    mean ablation:   x' = x + sum_{f in F} (mean_f - a_f(x)) d_f
+
+a_f(x) is feature f's activation on x (`sae.encode`) and d_f = `sae.W_dec[f]`. With keep_error=False the
+residual becomes the SAE's reconstruction of the edited activations, decode(a'), and the SAE's own error
+is added to the ablation's effect. Everything is a context manager on `saehelpers.hooks`: the hook is
+removed when the block ends, exceptions included.
+
+Attribution patching estimates every (position, feature) ablation effect on a metric from one forward
+and one backward pass, to first order: metric(x') - metric(x) ~ (target - a_f) * (dmetric/dx . d_f).
+"""
+
+from __future__ import annotations
+
+import numbers
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import hooks
+from .matryoshka import _check_sae as _check_layout
+from .matryoshka import check_width, groups, latent_groups
+from .steering import check_feature
+
+# ---------------------------------------------------------------- checks
+
+
+def check_features(sae, features) -> list[int]:
+    """`features` (an id or a list of ids) as a list of distinct ids in the order given, else ValueError."""
+    if isinstance(features, torch.Tensor) and features.dim() > 0:
+        features = features.tolist()
+    many = hasattr(features, "__iter__") and not isinstance(features, (str, torch.Tensor))
+    ids = [check_feature(sae, f) for f in features] if many else [check_feature(sae, features)]
+    if not ids:
+        raise ValueError(
+            f"No features given: pass a feature id or a non-empty list of ids in 0..{sae.cfg.d_sae - 1}."
+        )
+    return list(dict.fromkeys(ids))
+
+
+def _check_sae(model, sae, layer) -> int:
+    (layer,) = hooks._check_layers(model, [layer])
+    hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
+    if hook not in (None, f"blocks.{layer}.hook_resid_post"):
+        raise ValueError(
+            f"This SAE reads {hook!r}, but you are ablating at layer {layer}: pass saehelpers.load_sae({layer})."
+        )
+    if sae.cfg.d_in != model.config.hidden_size:
+        raise ValueError(
+            f"The SAE's d_in is {sae.cfg.d_in} but the model's d_model is {model.config.hidden_size}: "
+            "load the SAE and the model from the same preset."
+        )
+    # x - a_f d_f equals decode(a') + error only when decode is affine (no output normalisation).
+    if getattr(sae.cfg, "normalize_activations", "none") != "none":
+        raise ValueError(
+            f"This SAE normalises its input ({sae.cfg.normalize_activations!r}); ablation here needs "
+            "normalize_activations='none'."
+        )
+    return layer
+
+
+def _check_means(sae, means) -> torch.Tensor | None:
+    if means is None:
+        return None
+    means = torch.as_tensor(means)
+    if means.shape != (sae.cfg.d_sae,) or not means.is_floating_point() or not torch.isfinite(means).all():
+        raise ValueError(
+            f"means must be a finite float tensor of shape ({sae.cfg.d_sae},), one mean activation per "
+            f"feature (e.g. `stats.mean` from features.feature_stats); got {tuple(means.shape)}, {means.dtype}."
+        )
+    return means
+
+
+def _check_group(release, group) -> int:
+    n = len(groups(release))
+    if isinstance(group, bool) or not isinstance(group, numbers.Integral) or not 0 <= group < n:
+        raise ValueError(
+            f"group must be an int in 0..{n - 1} (Matryoshka groups {groups(release)}), got {group!r}."
+        )
+    return int(group)
+
+
+def _check_in_input(positions, n: int):
+    """ValueError when a position is beyond an input of n tokens (positions 0..n-1)."""
+    if positions is not None and max(positions) >= n:
+        raise ValueError(
+            f"Position {max(positions)} is beyond the sequence: this input has positions 0..{n - 1} "
+            "(0 is BOS). Give positions inside it, or None for every position."
+        )
+
+
+# ---------------------------------------------------------------- ablation contexts
+
+
+def _edit(sae, x, ids, means, keep_error) -> torch.Tensor:
+    """x with features `ids` set to their target (0, or their mean)."""
+    a = sae.encode(x.to(sae.device, sae.dtype))
+    target = torch.zeros(len(ids), device=a.device, dtype=a.dtype) if means is None else means[ids].to(a)
+    if keep_error:  # x + (target - a_F) @ W_dec[F]: the error term and every other feature stay exactly
+        return x + ((target - a[..., ids]) @ sae.W_dec[ids]).to(x.device, x.dtype)
+    a = a.clone()
+    a[..., ids] = target
+    return sae.decode(a).to(x.device, x.dtype)
+
+
+@contextmanager
+def _ablation(model, sae, layer, ids, means=None, positions=None, include_bos=False, keep_error=True):
+    layer = _check_sae(model, sae, layer)
+    means = _check_means(sae, means)
+    positions = hooks._check_positions(positions)
+    ids = torch.as_tensor(ids, dtype=torch.long, device=sae.W_dec.device)
+    if means is not None:
+        means = means.to(sae.W_dec.device)
+
+    def hook(module, args, kwargs, out):
+        h = hooks._output(out)
+        pos = hooks._positions(kwargs, h)
+        if bool((pos[:, 0] == 0).all()):  # a call from the start (not a cached generation step)
+            _check_in_input(positions, int(pos.max()) + 1)
+        new = _edit(sae, h, ids, means, keep_error) if len(ids) or not keep_error else h
+        mask = hooks._position_mask(pos, positions, include_bos).unsqueeze(-1)
+        return hooks._with_output(out, torch.where(mask, new, h))
+
+    with hooks._hooks([(hooks.decoder_layers(model)[layer], hook)]):
+        yield
+
+
+def ablate(model, sae, layer: int, features, means=None, positions=None, include_bos=False, keep_error=True):
+    """Context manager: remove `features` (an id or a list of ids) from resid_post at `layer`.
+
+    means=None sets them to 0 (zero ablation); a [d_sae] tensor of mean activations (e.g. `stats.mean`)
+    sets each to its mean (mean ablation). positions: absolute token positions to ablate (None: all);
+    BOS (position 0) is left alone unless include_bos=True. keep_error=False replaces the residual by
+    the SAE's reconstruction of the ablated activations (the SAE's error is then lost as well).
+    """
+    ids = check_features(sae, features)
+    return _ablation(model, sae, layer, ids, means, positions, include_bos, keep_error)
+
+
+def ablate_group(model, sae, release, layer: int, group: int, **kwargs):
+    """Context manager: ablate every feature of Matryoshka `group` (its latents `start:end`); see `ablate`."""
+    _check_layout(sae, release)
+    start, end = groups(release)[_check_group(release, group)]
+    return ablate(model, sae, layer, range(start, end), **kwargs)
+
+
+def ablate_outside(model, sae, release, layer: int, width: int, **kwargs):
+    """Context manager: ablate every latent outside the prefix `0:width`, a Matryoshka group boundary.
+
+    width = d_sae ablates nothing: with keep_error=False that is the plain spliced SAE.
+    """
+    _check_layout(sae, release)
+    width = check_width(release, width)
+    return _ablation(model, sae, layer, list(range(width, sae.cfg.d_sae)), **kwargs)
+
+
+def splice(model, sae, layer: int, keep_error: bool = True, include_bos: bool = True):
+    """Context manager: resid_post at `layer` -> decode(encode(x)) + (x - decode(encode(x))) when keep_error.
+
+    Nothing ablated: with the error term the model computes what the clean model does (up to float
+    rounding); keep_error=False is `hooks.splice_sae`, the SAE's reconstruction alone.
+    """
+    _check_sae(model, sae, layer)
+    if not keep_error:
+        return hooks.splice_sae(model, sae, layer, include_bos=include_bos)
+
+    def with_error(x):
+        recon = sae(x.to(sae.device, sae.dtype)).to(x.device, x.dtype)
+        return recon + (x - recon)
+
+    return hooks.replace(model, layer, with_error, include_bos=include_bos)
+
+
+# ---------------------------------------------------------------- a task and its metric
+
+
+@dataclass
+class Task:
+    """Prompts with a correct and a wrong next token; the metric is the mean of logit(correct) - logit(wrong).
+
+    input_ids / attention_mask: right-padded batch (BOS first); last: index of each prompt's last token.
+    `run(model)` gives the next-token logits after each prompt, [prompts, vocab], and `metric` reads them.
+    """
+
+    prompts: list[str]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    correct: torch.Tensor
+    wrong: torch.Tensor
+    last: torch.Tensor
+
+    def run(self, model) -> torch.Tensor:
+        """Next-token logits [prompts, vocab] at each prompt's last token (under whatever hooks are active).
+
+        Unembeds the last tokens only: the unembedding (vocab x d_model) costs more than the layers.
+        """
+        h = model.model(input_ids=self.input_ids, attention_mask=self.attention_mask).last_hidden_state
+        logits = model.lm_head(h[torch.arange(len(self.last)), self.last])
+        cap = getattr(model.config, "final_logit_softcapping", None)
+        return logits if cap is None else torch.tanh(logits / cap) * cap  # as the model's own forward does
+
+    def metric(self, logits: torch.Tensor, per_prompt: bool = False) -> torch.Tensor:
+        """logit(correct) - logit(wrong) from `run`'s logits: the mean (a scalar tensor) or one per prompt."""
+        rows = torch.arange(len(self.last), device=logits.device)
+        logits = logits.float()
+        diff = logits[rows, self.correct.to(logits.device)] - logits[rows, self.wrong.to(logits.device)]
+        return diff if per_prompt else diff.mean()
+
+
+def make_task(tokenizer, items, device="cpu") -> Task:
+    """A `Task` from (prompt, correct, wrong) triples; each answer must be one token, e.g. " Paris"."""
+    items = list(items)
+    if not items:
+        raise ValueError(
+            'Give at least one (prompt, correct, wrong) triple, e.g. ("The capital of Japan is", " Tokyo", " Beijing").'
+        )
+
+    def one_token(text):
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            pieces = [tokenizer.decode([i]) for i in ids]
+            raise ValueError(
+                f"The answer {text!r} is {len(ids)} tokens {pieces}: answers must be one token each."
+            )
+        return ids[0]
+
+    rows = [tokenizer(p).input_ids for p, _, _ in items]
+    n = max(map(len, rows))
+    pad = tokenizer.pad_token_id or 0
+    ids = torch.tensor([r + [pad] * (n - len(r)) for r in rows], device=device)
+    mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows], device=device)
+    return Task(
+        prompts=[p for p, _, _ in items],
+        input_ids=ids,
+        attention_mask=mask,
+        correct=torch.tensor([one_token(c) for _, c, _ in items], device=device),
+        wrong=torch.tensor([one_token(w) for _, _, w in items], device=device),
+        last=torch.tensor([len(r) - 1 for r in rows], device=device),
+    )
+
+
+# ---------------------------------------------------------------- attribution patching and true ablation
+
+
+def _where(task, positions, include_bos) -> torch.Tensor:
+    """Bool [batch, seq]: the real tokens to ablate (padding never; BOS only with include_bos)."""
+    positions = hooks._check_positions(positions)
+    _check_in_input(positions, task.input_ids.shape[1])
+    pos = torch.arange(task.input_ids.shape[1], device=task.input_ids.device).expand_as(task.input_ids)
+    return hooks._position_mask(pos, positions, include_bos) & task.attention_mask.bool()
+
+
+def _metric(task, metric):
+    return task.metric if metric is None else metric
+
+
+def attribute(
+    model, sae, layer: int, task: Task, metric=None, means=None, positions=None, include_bos: bool = False,
+    tokenizer=None, release=None,
+) -> pd.DataFrame:  # fmt: skip
+    """Estimated effect on the metric of ablating each feature at each token, from one forward + one backward.
+
+    metric(logits) -> scalar tensor, on `task.run`'s logits (default: `task.metric`). For feature f at
+    token t, with g_t the gradient of the metric with respect to resid_post at `layer`:
+
+        estimate = (target_f - a_f(t)) * (g_t . d_f)        (target 0, or means[f] for mean ablation)
+
+    the first-order change of the metric when f is ablated at t alone; summed over t it estimates
+    ablating f at all those tokens. One row per (row, position, feature) whose activation differs from
+    its target, largest |estimate| first. Columns: row (the prompt), position, token (its string when
+    `tokenizer` is given, else its id), feature, group (when `release` is given), activation, estimate.
+    `attrs["metric"]` holds the clean metric.
+    """
+    layer = _check_sae(model, sae, layer)
+    means = _check_means(sae, means)
+    where = _where(task, positions, include_bos)
+    metric = _metric(task, metric)
+    seen = {}
+
+    def hook(module, args, kwargs, out):
+        x = hooks._output(out).detach().requires_grad_(True)  # a leaf: the backward pass stops here
+        seen["x"] = x
+        return hooks._with_output(out, x)
+
+    with torch.enable_grad(), hooks._hooks([(hooks.decoder_layers(model)[layer], hook)]):
+        value = metric(task.run(model))
+        if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.requires_grad:
+            raise ValueError(
+                "metric(logits) must return a scalar tensor computed from the logits (e.g. task.metric)."
+            )
+        (grad,) = torch.autograd.grad(value.reshape(()), seen["x"])
+
+    with torch.no_grad():
+        a = sae.encode(seen["x"].detach().to(sae.device, sae.dtype))
+        g = grad.to(sae.device, sae.dtype) @ sae.W_dec.T  # g_t . d_f for every token and feature
+        target = torch.zeros_like(a) if means is None else means.to(a).expand_as(a)
+        b, t, f = ((target != a) & where.to(a.device)[..., None]).nonzero(as_tuple=True)
+        est = ((target - a) * g)[b, t, f]
+    tokens = task.input_ids[b.cpu(), t.cpu()].tolist()
+    table = pd.DataFrame(
+        {
+            "row": b.tolist(),
+            "position": t.tolist(),
+            "token": [tokenizer.decode([i]) for i in tokens] if tokenizer is not None else tokens,
+            "feature": f.tolist(),
+            **({"group": latent_groups(release)[f.cpu()].tolist()} if release is not None else {}),
+            "activation": a[b, t, f].float().cpu().numpy(),
+            "estimate": est.float().cpu().numpy(),
+        }
+    )
+    table = table.iloc[table["estimate"].abs().to_numpy().argsort()[::-1]].reset_index(drop=True)
+    table.attrs["metric"] = value.item()
+    return table
+
+
+@torch.no_grad()
+def true_effects(
+    model, sae, layer: int, task: Task, features, metric=None, means=None, positions=None,
+    include_bos: bool = False, keep_error: bool = True, progress: bool = True,
+) -> pd.DataFrame:  # fmt: skip
+    """The real effect on the metric of ablating each of `features` alone: one forward pass per feature.
+
+    Same arguments as `attribute`. Returns a table indexed by feature (in the order given) with the
+    column `effect` = metric(ablated) - metric(clean); `attrs["metric"]` holds the clean metric.
+    """
+    ids = check_features(sae, features)
+    _where(task, positions, include_bos)  # checks the positions against the input
+    metric = _metric(task, metric)
+    clean = metric(task.run(model)).item()
+    effects = []
+    for f in tqdm(ids, desc="ablating one feature at a time", disable=not progress):
+        with _ablation(model, sae, layer, [f], means, positions, include_bos, keep_error):
+            effects.append(metric(task.run(model)).item() - clean)
+    table = pd.DataFrame({"effect": effects}, index=pd.Index(ids, name="feature"))
+    table.attrs["metric"] = clean
+    return table
+
+
+# ---------------------------------------------------------------- what changes at the output
+
+
+@torch.no_grad()
+def token_changes(clean_logits, new_logits, tokenizer, n: int = 8, by: str = "prob") -> pd.DataFrame:
+    """The n next tokens that gain most and the n that lose most, from clean to new logits.
+
+    Each is one next-token distribution [vocab] (e.g. `logits[row]` from `Task.run`). by="prob" ranks by
+    the change in probability (the tokens that matter for what the model says); by="logprob" by the
+    change in log-probability, in nats (which also lifts tokens the model would never say). Columns:
+    token, clean_prob, new_prob, change (in the unit of `by`), from the largest gain down to the largest loss.
+    """
+    if by not in ("prob", "logprob"):
+        raise ValueError(f"by must be 'prob' or 'logprob', got {by!r}.")
+    clean = torch.log_softmax(torch.as_tensor(clean_logits).double().cpu(), -1)
+    new = torch.log_softmax(torch.as_tensor(new_logits).double().cpu(), -1)
+    if clean.shape != new.shape or clean.dim() != 1:
+        raise ValueError(
+            f"Give two next-token logit vectors [vocab]; got {tuple(clean.shape)} and {tuple(new.shape)}."
+        )
+    change = new - clean if by == "logprob" else new.exp() - clean.exp()
+    ids = torch.cat([change.topk(n).indices, change.topk(n, largest=False).indices.flip(0)])
+    return pd.DataFrame(
+        {
+            "token": [tokenizer.decode([i]) for i in ids.tolist()],
+            "clean_prob": clean[ids].exp().numpy(),
+            "new_prob": new[ids].exp().numpy(),
+            "change": change[ids].numpy(),
+        }
+    )
+
+
+__all__ = [
+    "Task",
+    "ablate",
+    "ablate_group",
+    "ablate_outside",
+    "attribute",
+    "check_features",
+    "make_task",
+    "splice",
+    "token_changes",
+    "true_effects",
+]
