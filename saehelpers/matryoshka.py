@@ -13,10 +13,13 @@ mean (SAELens's current formula); `ev_zero` is 1 - SSE / sum ||x||^2, about zero
 from __future__ import annotations
 
 import numbers
+import textwrap
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
+from . import hooks, metrics
 from .metrics import EVAccumulator
 
 HIERARCHY_COLUMNS = [
@@ -180,6 +183,67 @@ def prefix_metrics(sae, release, x, widths=None, strict: bool = True, batch_size
     return pd.DataFrame(rows)
 
 
+@torch.no_grad()
+def prefix_loss(
+    model, sae, release, layer: int, batches, widths=None, strict: bool = True, progress: bool = True
+):
+    """Next-token loss with each prefix's reconstruction spliced into the model at `layer`, one row per width.
+
+    Per batch: one clean forward pass (capturing resid_post), ONE `sae.encode`, all prefix
+    reconstructions from it (`prefix_decode`), then one forward pass per width with resid_post
+    replaced by that reconstruction. As in `activations.sae_stats`, BOS and padding keep their
+    clean value (the SAE is not meant to reconstruct BOS's huge activation). Columns: width, ce
+    (nats/token), delta_loss = ce - ce_clean, kl = KL(clean || spliced) per token (nats), and ce_clean.
+    Loss counts predictions from a kept token to a kept token (`metrics.ce_loss` with `token_mask`).
+    """
+    from .activations import _bos, _unpack
+
+    widths = check_widths(release, widths, strict)
+    _check_sae(sae, release)
+    bos = _bos(model, None)
+    ce = dict.fromkeys(widths, 0.0)
+    kl = dict.fromkeys(widths, 0.0)
+    ce_clean = n_pred = n_pos = 0
+    for batch in tqdm(batches, desc=f"layer {layer} prefix losses", unit="batch", disable=not progress):
+        ids, mask = (t.to(model.device) for t in _unpack(batch))
+        keep = metrics.token_mask(ids, mask, bos)
+        if not keep.any():
+            continue
+        with hooks.capture(model, [layer]) as cap:
+            clean = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        recons = prefix_decode(sae, release, sae.encode(cap[layer][keep].to(sae.device, sae.dtype)), widths)
+        losses = metrics.ce_loss(clean, ids, keep, per_token=True)
+        ce_clean += losses.sum().item()
+        n_pred += len(losses)
+        n_pos += int(keep.sum())
+        for w, r in recons.items():
+
+            def splice(h, r=r, keep=keep):
+                h = h.clone()
+                h[keep] = r.to(h.device, h.dtype)
+                return h
+
+            with hooks.replace(model, layer, splice):
+                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            ce[w] += metrics.ce_loss(logits, ids, keep, per_token=True).sum().item()
+            kl[w] += metrics.kl_div(clean, logits, keep, per_token=True).sum().item()
+            del logits
+        del clean
+    if n_pred == 0:
+        raise ValueError("No predictions to score: the batches need rows with two or more tokens after BOS.")
+    rows = [
+        {
+            "width": w,
+            "ce": ce[w] / n_pred,
+            "delta_loss": (ce[w] - ce_clean) / n_pred,
+            "kl": kl[w] / n_pos,
+            "ce_clean": ce_clean / n_pred,
+        }  # fmt: skip
+        for w in widths
+    ]
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------- hierarchy
 
 
@@ -285,3 +349,110 @@ def _check_parents(release, parents) -> list[int]:
                 f"group to hold children. Parents must be in 0..{last[0] - 1}."
             )
     return parents
+
+
+# ---------------------------------------------------------------- trees: labels, drawing, explorer
+
+
+def card_label(card, n: int = 3) -> str:
+    """A short label for a tree node from a feature card: id, group, frequency, top tokens, logit lens."""
+    tokens = list(dict.fromkeys(e["strings"][e["centre"]] for e in card.top))[:n]
+    writes = card.logits["raises"].tolist()[:n]
+    return (
+        f"{card.feature} (g{card.group}, {card.frequency:.1%})\n"
+        f"on: {', '.join(map(repr, tokens)) or '-'}\n"
+        f"writes: {', '.join(map(repr, writes))}"
+    )
+
+
+def tree_text(table: pd.DataFrame, parent: int, labels: dict | None = None) -> str:
+    """One parent and its children from a `hierarchy` table, as indented text (the static view)."""
+    labels = labels or {}
+
+    def label(f):
+        return " | ".join(labels.get(f, str(f)).splitlines())
+
+    rows = table[table.parent == parent]
+    lines = [label(parent)]
+    for r in rows.itertuples():
+        lines.append(
+            f"  └─ {label(r.child)}   [cos {r.cosine:.2f}, P(parent|child) {r.p_parent_given_child:.2f}, "
+            f"P(child|parent) {r.p_child_given_parent:.2f}]"
+        )
+    if rows.empty:
+        lines.append("  (no children pass the thresholds)")
+    return "\n".join(lines)
+
+
+def draw_tree(table: pd.DataFrame, parent: int, labels: dict | None = None, ax=None, width: int = 24):
+    """Draw one parent (top) and its children (below) from a `hierarchy` table with matplotlib.
+
+    Each edge is labelled with the decoder cosine and P(parent fires | child fires); `labels` maps a
+    latent id to its node text (e.g. `card_label`), else the id is shown.
+    """
+    import matplotlib.pyplot as plt
+
+    labels = labels or {}
+    rows = table[table.parent == parent].reset_index(drop=True)
+    n = max(len(rows), 1)
+    ax = ax or plt.subplots(figsize=(max(6, 2.6 * n), 3.6))[1]
+    ax.set(xlim=(-0.5, n - 0.5), ylim=(-0.35, 1.3))
+    ax.axis("off")
+
+    def node(x, y, f, colour):
+        text = "\n".join(
+            textwrap.shorten(line, width, placeholder="…") for line in labels.get(f, str(f)).splitlines()
+        )
+        ax.text(x, y, text, ha="center", va="center", fontsize=8,
+                bbox=dict(boxstyle="round", fc=colour, ec="grey"))  # fmt: skip
+
+    top = (n - 1) / 2
+    for i, r in rows.iterrows():
+        ax.plot([top, i], [1.0, 0.1], color="grey", lw=1 + 3 * r.p_parent_given_child, zorder=0)
+        ax.text((top + i) / 2, 0.55, f"cos {r.cosine:.2f}\nP(p|c) {r.p_parent_given_child:.2f}",
+                fontsize=7, ha="center", va="center", color="dimgrey", bbox=dict(fc="white", ec="none"))  # fmt: skip
+        node(i, 0.1, int(r.child), "#e8f0fe")
+    node(top, 1.0, parent, "#fde9d9")
+    if rows.empty:
+        ax.text(top, 0.3, "no children pass the thresholds", ha="center", fontsize=8, color="grey")
+    return ax
+
+
+def tree_explorer(table: pd.DataFrame, labels: dict | None = None, details: dict | None = None):
+    """Choose a parent and see its tree and its nodes' details; prints the text tree where widgets do not render.
+
+    `details` maps a latent id to a longer text (e.g. `display.card_brief(card)`) shown under the tree.
+    """
+    import ipywidgets as W
+    import matplotlib.pyplot as plt
+    from IPython.display import clear_output
+
+    parents = list(dict.fromkeys(table.parent.tolist()))
+    if not parents:
+        raise ValueError("The hierarchy table is empty: lower min_cosine / min_p_parent or use more tokens.")
+    details = details or {}
+    box = W.Dropdown(options=parents, value=parents[0], description="parent")
+    out = W.Output()
+
+    def text(parent):
+        kids = table[table.parent == parent].child.tolist()
+        more = [details[f] for f in [parent, *kids] if f in details]
+        return "\n\n".join([tree_text(table, parent, labels), *more])
+
+    def show(change=None):
+        with out:
+            clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(max(6, 2.6 * len(table[table.parent == box.value])), 3.6))
+            draw_tree(table, box.value, labels, ax)
+            plt.show()
+            print(text(box.value))
+
+    class TreeExplorer(W.VBox):
+        def _repr_mimebundle_(self, **kwargs):
+            bundle = super()._repr_mimebundle_(**kwargs)
+            bundle["text/plain"] = text(box.value)  # what viewers without widgets show
+            return bundle
+
+    box.observe(show, names="value")
+    show()
+    return TreeExplorer([box, out])

@@ -241,3 +241,71 @@ def test_bad_input_errors(real_sae):
         mt.hierarchy(sae, rel, torch.zeros(4, 2048), [0])
     with pytest.raises(ValueError, match="sort_by"):
         mt.hierarchy(sae, rel, acts, [0], sort_by="freq")
+
+
+# ---------------------------------------------------------------- issue 8: trees, prefix loss, mini layers
+
+
+def test_tree_text_and_drawing():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    sae, rel, acts, planted = planted_hierarchy()
+    table = mt.hierarchy(sae, rel, acts, top_k=5)
+    text = mt.tree_text(table, 0, {0: "parent zero\nline two"})
+    assert text.splitlines()[0] == "parent zero | line two"
+    assert [int(line.split("└─ ")[1].split()[0]) for line in text.splitlines()[1:]] == table[
+        table.parent == 0
+    ].child.tolist()
+    assert "P(parent|child) 1.00" in text
+    ax = mt.draw_tree(table, 0)
+    assert len(ax.lines) == len(planted[0])  # one edge per child
+    assert "no children" in mt.tree_text(table.iloc[:0], 0)
+
+
+@pytest.fixture(scope="module")
+def mini_model():
+    import saehelpers
+
+    return saehelpers.load_model("mini")
+
+
+def test_ev_monotone_over_prefixes_on_every_mini_layer(mini_model):
+    import saehelpers
+    from saehelpers.activations import collect_resid
+    from saehelpers.text import token_batches
+
+    model, tok = mini_model
+    rel = get_release("mini")
+    acts = collect_resid(model, token_batches(tok, "mini", 4, 64, n_batches=2), rel.layers, progress=False)
+    for layer in rel.layers:
+        table = mt.prefix_metrics(saehelpers.load_sae(layer, "mini"), rel, acts.acts[layer])
+        assert table.width.tolist() == list(rel.matryoshka_widths)
+        for col in ("ev_mean", "ev_zero", "l0"):
+            assert table[col].is_monotonic_increasing, (layer, col, table[col].tolist())
+        assert table.ev_mean.iloc[-1] > 0.5, layer
+
+
+def test_prefix_loss_full_width_matches_a_plain_splice(mini_model):
+    import saehelpers
+    from saehelpers import hooks, metrics
+    from saehelpers.text import token_batches
+
+    model, tok = mini_model
+    rel = get_release("mini")
+    layer = rel.layers[0]
+    sae = saehelpers.load_sae(layer, "mini")
+    batch = next(token_batches(tok, "mini", 2, 32, n_batches=1))
+    table = mt.prefix_loss(model, sae, rel, layer, [batch], progress=False)
+    assert table.width.tolist() == list(rel.matryoshka_widths)
+    # The widest prefix is the whole SAE: the same loss as splicing encode/decode at all tokens but BOS.
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    keep = metrics.token_mask(ids, mask, model.config.bos_token_id)
+    recon = lambda h: torch.where(keep[..., None], sae.decode(sae.encode(h)), h)  # noqa: E731
+    with hooks.replace(model, layer, recon):
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    assert table.ce.iloc[-1] == pytest.approx(metrics.ce_loss(logits, ids, keep), abs=1e-4)
+    assert table.delta_loss.tolist() == pytest.approx((table.ce - table.ce_clean).tolist(), abs=1e-9)
+    assert table.kl.iloc[0] > table.kl.iloc[-1] >= 0  # the smallest prefix distorts the predictions most
+    with pytest.raises(ValueError, match="No prefix widths given"):
+        mt.prefix_loss(model, sae, rel, layer, [batch], widths=[])
