@@ -77,10 +77,10 @@ import json, resource, sys, torch
 import saehelpers
 from saehelpers.activations import sae_stats
 from saehelpers.text import token_batches
-preset, mode, n_layers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+preset, mode, only = sys.argv[1], sys.argv[2], sys.argv[3]
 model, tok = saehelpers.load_model(preset)
 rel = saehelpers.get_release(preset)
-layers = list(rel.layers)[:n_layers] if preset != "mini" else list(rel.layers)
+layers = [int(x) for x in only.split(",")] if only else list(rel.layers)
 batches = list(token_batches(tok, "mini", batch_size=2, seq_len=64, n_batches=2))
 def rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -100,8 +100,8 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def child(preset: str, mode: str, n_layers: int = 0, env=None) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, preset, mode, str(n_layers)], capture_output=True, text=True,
+def child(preset: str, mode: str, layers=(), env=None) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, preset, mode, ",".join(map(str, layers))], capture_output=True, text=True,
                          env=env, check=False)  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
@@ -152,10 +152,11 @@ def main() -> int:
     if not args.skip_real:
         from saehelpers import fakehub
 
-        root = fakehub.build_fake_hub(sae_layers=(0, 12))
+        real_layers = (0, 12)  # the fake cache holds only these layers' SAEs
+        root = fakehub.build_fake_hub(sae_layers=real_layers)
         env = {k: v for k, v in os.environ.items() if k not in ("SAEHELPERS_PRESET", "HF_TOKEN")}
         env |= fakehub.hub_env(root)
-        real = child("gemma-3-1b", "sweep", 2, env=env)
+        real = child("gemma-3-1b", "sweep", real_layers, env=env)
         print(
             "\n## Fake real-shaped release (random weights, d_model 1152, SAE 1152 x 32768, float32 on CPU)\n"
         )
