@@ -60,3 +60,30 @@ def test_hierarchy_finds_children_inside_learned_parents(trained):
         assert len(truth & set(found.child)) >= 2  # most found children are true children of p
         recovered += truth == set(found.child)
     assert recovered >= 1
+
+
+class _Oracle:
+    """An 'SAE' that reads the true features off the samples: decoder rows = the true directions."""
+
+    def __init__(self, world, feats, absorbed=()):
+        self.W_dec, self.feats = world.directions.clone(), feats.clone()
+        for p in absorbed:  # the parent latent stands aside wherever one of its children fires
+            self.feats[(feats[:, world.children[p]] > 0).any(1), p] = 0
+
+    def encode(self, x):
+        return self.feats
+
+
+def test_absorption_known_answers():
+    world = toy.make_toy(seed=0)
+    feats, x = world.sample(5000, seed=2)
+    clean = toy.absorption(_Oracle(world, feats), world, feats, x)
+    assert (clean.absorption == 0).all() and (clean.recall == 1).all()
+    assert clean.cosine.tolist() == pytest.approx([1.0] * len(world.parents), abs=1e-5)
+    assert clean.index.tolist() == list(world.parents) and clean.latent.tolist() == list(world.parents)
+    p = world.parents[0]
+    hit = toy.absorption(_Oracle(world, feats, absorbed=[p]), world, feats, x)
+    assert hit.absorption[p] == 1.0 and (hit.drop(p).absorption == 0).all()
+    on = feats[:, p] > 0
+    alone = ~(feats[:, world.children[p]] > 0).any(1)
+    assert hit.recall[p] == pytest.approx((alone & on).sum().item() / on.sum().item())
