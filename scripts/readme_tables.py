@@ -24,17 +24,19 @@ def mini_table(meta: dict) -> str:
     lines = [
         f"Gemma-3-270m, {len(meta['layers'])} SAEs, width {meta['d_sae']}, k = {meta['k']}, "
         f"Matryoshka prefixes {', '.join(map(str, meta['matryoshka_widths']))}; "
-        f"trained on {meta['tokens_trained']:,} tokens of the mini corpus. "
-        "L0 and explained variance (about the mean) measured on held-out text, BOS excluded.",
+        f"trained on {meta['tokens_trained']:,} tokens of the mini corpus "
+        f"(`scripts/build_mini_release.py`, {meta['timings']['train_s'] / 60:.0f} minutes of training on 2 CPU cores). "
+        "Measured on held-out text, BOS excluded: L0, explained variance (about the mean), the share of "
+        "latents that never fire, and the increase in next-token loss with the SAE spliced in (nats per token).",
         "",
-        "| layer | SAE id | width | L0 | explained variance |",
-        "|---|---|---|---|---|",
+        "| layer | SAE id | width | L0 | explained variance | dead latents | loss increase |",
+        "|---|---|---|---|---|---|---|",
     ]
     for layer in meta["layers"]:
         m = meta["metrics"][str(layer)]
         lines.append(
             f"| {layer} | blocks.{layer}.hook_resid_post | {meta['d_sae']} | {m['l0_mean']:.1f} | "
-            f"{m['explained_variance']:.4f} |"
+            f"{m['explained_variance']:.4f} | {m['dead_fraction']:.1%} | {m['delta_loss']:.2f} |"
         )
     return "\n".join(lines)
 

@@ -72,15 +72,14 @@ LAYERS = _meta()["layers"]
 # loss); with four layers, the middle ones are all but the first and the last.
 MIDDLE = LAYERS[1:-1]
 
-# Floors that the shipped build (about an hour on a shared 2-core CPU: 160k distinct tokens, 2 epochs,
-# 312 steps of 1024 tokens) does NOT meet, with its measured values. They are not lowered: each is a
-# strict xfail, so it fails loudly once a longer build meets it, and the mark must then be removed.
+# Floors that the shipped build (18 minutes of training on 2 CPU cores: 320k distinct tokens,
+# 2 epochs, 1250 steps of 512 tokens, plus 8 minutes collecting activations) does NOT meet, with its
+# measured values. They are not lowered: each is a strict xfail, so it fails loudly once a build
+# meets it, and the mark must then be removed.
 SHORTFALLS = {
-    ("dead", 2): "60.4% of latents never fire on held-out text (floor 15%)",
-    ("dead", 6): "19.0% of latents never fire on held-out text (floor 15%)",
-    ("ev", 10): "explained variance 0.790 (floor 0.85)",
-    ("delta_loss", 6): "delta loss 1.58 nat (floor 1.0 on the middle layers)",
-    ("delta_loss", 10): "delta loss 1.33 nat (floor 1.0 on the middle layers)",
+    # Layer 10 trades explained variance for next-token loss (`--damp 1.5`, see the build script):
+    # with damp 4 a trial reached EV 0.846 but a loss increase of 1.42 nats (floor 1.0).
+    ("ev", 10): "explained variance 0.809 (floor 0.85), traded for a loss increase of 0.82 nat",
 }
 
 

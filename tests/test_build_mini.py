@@ -1,0 +1,60 @@
+"""The mini build's per-dimension damping (scripts/build_mini_release.py: `damp_scaler`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from build_mini_release import damp_scaler  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def x():
+    """Like Gemma-3's residual stream: a large mean, one huge dimension and one big one."""
+    g = torch.Generator().manual_seed(0)
+    d = 64
+    std = torch.ones(d)
+    std[3], std[7] = 300.0, 2.0
+    return 50.0 + torch.randn(20_000, d, generator=g) * std
+
+
+@pytest.mark.parametrize("damp", [1.5, 4.0])
+def test_damping_caps_the_huge_dimension(x, damp):
+    w = damp_scaler(x, damp, seed=0)
+    z = (x.double() - w.mean) @ w.matrix
+    var = z.var(0)
+    median = var.median()
+    assert z.mean(0).abs().max() < 0.05  # centred
+    assert z.norm(dim=-1).mean() == pytest.approx(x.shape[1] ** 0.5, rel=0.02)  # SAELens's scale
+    # The huge dimension weighs damp^2 median ones, not 300^2; a dimension below damp x the median
+    # std keeps its raw weight (here 2^2).
+    assert var[3] / median == pytest.approx(damp**2, rel=0.05)
+    assert var[7] / median == pytest.approx(min(4.0, damp**2), rel=0.1)
+    assert torch.allclose(w.matrix @ w.inverse_matrix, torch.eye(x.shape[1], dtype=torch.float64))
+
+
+def test_folded_sae_reads_raw_activations(x):
+    """Trained on z, folded by SAELens: the saved SAE gives the same latents and output on raw x."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+    d = x.shape[1]
+    torch.manual_seed(0)
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d, d_sae=32, dtype="float64"))
+    with torch.no_grad():
+        for p in (sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec):
+            p.copy_(torch.randn_like(p) * 0.3)
+        sae.threshold.fill_(0.1)
+    w = damp_scaler(x, 3.0, seed=0)
+    xs = x[:256].double()
+    z = (xs - w.mean) @ w.matrix
+    with torch.no_grad():
+        feats_z, out_z = sae.encode(z), sae.decode(sae.encode(z)) @ w.inverse_matrix + w.mean
+        sae.fold_activation_whitening(w.mean, w.matrix, w.inverse_matrix)
+        feats, out = sae.encode(xs), sae(xs)
+    assert (feats_z > 0).sum() > 0
+    assert torch.allclose(feats, feats_z, atol=1e-9)
+    assert torch.allclose(out, out_z, rtol=1e-9, atol=1e-6)
