@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import hooks
+from .loading import check_sae_at
 from .matryoshka import _check_sae as _check_layout
 from .matryoshka import check_width, groups, latent_groups
 from .steering import check_feature
@@ -48,16 +49,7 @@ def check_features(sae, features) -> list[int]:
 
 def _check_sae(model, sae, layer) -> int:
     (layer,) = hooks._check_layers(model, [layer])
-    hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
-    if hook not in (None, f"blocks.{layer}.hook_resid_post"):
-        raise ValueError(
-            f"This SAE reads {hook!r}, but you are ablating at layer {layer}: pass saehelpers.load_sae({layer})."
-        )
-    if sae.cfg.d_in != model.config.hidden_size:
-        raise ValueError(
-            f"The SAE's d_in is {sae.cfg.d_in} but the model's d_model is {model.config.hidden_size}: "
-            "load the SAE and the model from the same preset."
-        )
+    check_sae_at(sae, layer, model)
     # x - a_f d_f equals decode(a') + error only when decode is affine (no output normalisation).
     if getattr(sae.cfg, "normalize_activations", "none") != "none":
         raise ValueError(

@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import hooks, metrics
+from .loading import check_sae_at
 
 
 def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,13 +177,7 @@ def sae_stats(
     Peak memory: two [batch x seq x vocab] logits tensors in the model's dtype, plus 128 MB.
     """
     bos = _bos(model, bos_token_id)
-    hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
-    if hook not in (None, f"blocks.{layer}.hook_resid_post"):
-        raise ValueError(f"This SAE reads {hook!r}, not layer {layer}'s resid_post: pass its own layer.")
-    if sae.cfg.d_in != model.config.hidden_size:
-        raise ValueError(
-            f"The SAE's d_in is {sae.cfg.d_in} but the model's d_model is {model.config.hidden_size}."
-        )
+    check_sae_at(sae, layer, model)
     ev = metrics.EVAccumulator()
     d_sae = sae.cfg.d_sae
     l0_hist = torch.zeros(d_sae + 1, dtype=torch.long)

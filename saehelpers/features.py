@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import hooks, metrics
 from .activations import _unpack
-from .loading import cache_dir
+from .loading import cache_dir, check_sae_at
 from .matryoshka import latent_groups
 from .release import get_release
 from .text import token_batches
@@ -54,12 +54,6 @@ def check_feature(feature, d_sae: int) -> int:
             f"Feature {feature} does not exist: this SAE has features 0..{d_sae - 1} (d_sae = {d_sae})."
         )
     return int(feature)
-
-
-def _check_sae_layer(sae, layer) -> None:
-    hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
-    if hook not in (None, f"blocks.{layer}.hook_resid_post"):
-        raise ValueError(f"This SAE reads {hook!r}, not layer {layer}'s resid_post: pass its own layer.")
 
 
 def _check_texts(texts, name: str = "texts") -> list[str]:
@@ -130,20 +124,22 @@ class Examples:
         k = self.k
         # Only an event that beats its latent's weakest example can enter (after a few thousand tokens
         # few do, so a long stream costs little more than counting).
-        event = (key > self.key.min(1).values[latent]).nonzero().squeeze(1)
+        event = (key > self.key.min(1).values.take(latent)).nonzero().squeeze(1)
         if not len(event):
             return
         # Sort by latent, then by key (largest first), in one integer sort; rank the events within each latent.
-        lat = latent[event]
-        event = event[((lat << 33) + (2**32 - 1 - key[event])).argsort()]
-        rows, row, count = torch.unique_consecutive(latent[event], return_inverse=True, return_counts=True)
-        rank = torch.arange(len(event), device=event.device) - (count.cumsum(0) - count)[row]
+        lat = latent.take(event)
+        event = event.take(((lat << 33) + (2**32 - 1 - key.take(event))).argsort())
+        rows, row, count = torch.unique_consecutive(
+            latent.take(event), return_inverse=True, return_counts=True
+        )
+        rank = torch.arange(len(event), device=event.device) - (count.cumsum(0) - count).take(row)
         best = (rank < k).nonzero().squeeze(1)  # each latent's best k candidates
-        event, row, rank = event[best], row[best], rank[best]
+        event, row, rank = event.take(best), row.take(best), rank.take(best)
         # Per latent, its k old keys and its candidates' keys side by side: the best k of them stay.
         keys = torch.full((len(rows), 2 * k), -(2**63), dtype=torch.long, device=event.device)
         keys[:, :k] = self.key[rows]
-        keys.view(-1)[row * 2 * k + k + rank] = key[event]
+        keys.view(-1)[row * 2 * k + k + rank] = key.take(event)
         stay = torch.zeros_like(keys, dtype=torch.bool).scatter_(1, keys.topk(k, dim=1).indices, True)
         # Each latent's entering candidates take the slots of its old examples that did not stay (as many).
         r_out, slot = (~stay[:, :k]).nonzero(as_tuple=True)
@@ -151,7 +147,9 @@ class Examples:
         which.view(-1)[row * k + rank] = event
         chosen = which[stay[:, k:]]
         tokens, acts = context(chosen)
-        new = dict(key=key[chosen], value=value[chosen], index=index[chosen], tokens=tokens, acts=acts)
+        new = dict(
+            key=key.take(chosen), value=value.take(chosen), index=index.take(chosen), tokens=tokens, acts=acts
+        )
         dest = rows[r_out] * k + slot  # flat (latent, slot) positions
         for name in self.FIELDS:
             table = getattr(self, name)
@@ -206,9 +204,9 @@ def _contexts(ids, keep, feats, token, latent, seq: int, before: int, after: int
     offset = torch.arange(-before, after + 1, device=token.device)
     pos = (token % seq)[:, None] + offset
     t = (token[:, None] + offset).clamp(0, len(ids) - 1)
-    inside = (pos >= 0) & (pos < seq) & keep[t]  # in the same row, and not BOS or padding
-    tokens = torch.where(inside, ids[t], -1)
-    acts = torch.where(inside, feats[t * (len(feats) // len(ids)) + latent[:, None]].float(), 0.0)
+    inside = (pos >= 0) & (pos < seq) & keep.take(t)  # in the same row, and not BOS or padding
+    tokens = torch.where(inside, ids.take(t), -1)
+    acts = torch.where(inside, feats.take(t * (len(feats) // len(ids)) + latent[:, None]).float(), 0.0)
     return tokens, acts
 
 
@@ -251,11 +249,11 @@ class FeatureStats:
         # The sparse firing events (token, latent, activation) on text tokens; only these are touched below.
         event = feats.nonzero().squeeze(1)
         token = event // d
-        on_text = keep[token].nonzero().squeeze(1)
-        event, token = event[on_text], token[on_text]
-        lat, val = event - token * d, feats[event].float()
+        on_text = keep.take(token).nonzero().squeeze(1)
+        event, token = event.take(on_text), token.take(on_text)
+        lat, val = event - token * d, feats.take(event).float()
         place = keep.cumsum(0)
-        index = (place - 1 + self.n_tokens)[token]  # the token's place among kept tokens
+        index = (place - 1 + self.n_tokens).take(token)  # the token's place among kept tokens
 
         self.sums += torch.bincount(lat, weights=val, minlength=d)
         bins = torch.bucketize(val, HIST_EDGES[1:-1].to(self.device))
@@ -265,8 +263,15 @@ class FeatureStats:
         n, ex = len(event), self.examples
 
         def context(e):
+            # An event can enter both of its latent's rows: gather its context once. In event order
+            # (sorted, without a sort), the gather also reads feats in memory order: most of its cost.
             e = e % n
-            return _contexts(ids, keep, feats, token[e], lat[e], seq, ex.before, ex.after)
+            mark = torch.zeros(n, dtype=torch.bool, device=e.device)
+            mark[e] = True
+            u = mark.nonzero().squeeze(1)
+            tokens, acts = _contexts(ids, keep, feats, token.take(u), lat.take(u), seq, ex.before, ex.after)
+            at = mark.cumsum(0).take(e) - 1  # each event's row among the unique ones
+            return tokens.index_select(0, at), acts.index_select(0, at)
 
         keys = torch.cat([float_key(val), uniform_key(index, lat, d)])
         ex.offer(torch.cat([lat, lat + d]), keys, val.repeat(2), index.repeat(2), context)
@@ -359,7 +364,7 @@ def stream_stats(
     Per batch: resid_post at `layer` (the forward pass stops there), `sae.encode`, `FeatureStats.add`.
     Stops after `max_tokens` tokens. k: examples kept per latent; before / after: context tokens.
     """
-    _check_sae_layer(sae, layer)
+    check_sae_at(sae, layer)
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1 (or None for all), got {max_tokens}.")
     bos = model.config.bos_token_id
@@ -445,7 +450,7 @@ def encode_text(model, tokenizer, sae, layer: int, text: str) -> tuple[list[str]
     """The tokens of `text` (BOS left out) and their feature activations, [n_tokens, d_sae] (CPU float32)."""
     if not isinstance(text, str) or not text:
         raise ValueError(f"text must be a non-empty string, got {text!r}.")
-    _check_sae_layer(sae, layer)
+    check_sae_at(sae, layer)
     ids = torch.tensor([_tokenize(tokenizer, text)], device=model.device)
     x = hooks.resid_post(model, ids, [layer])[layer][0, 1:]
     feats = sae.encode(x.to(sae.device, sae.dtype)).float().cpu()
@@ -592,7 +597,7 @@ def feature_card(
     if sae.cfg.d_sae != stats.d_sae:
         raise ValueError(f"The SAE has {sae.cfg.d_sae} latents but the statistics have {stats.d_sae}.")
     if stats.layer is not None:
-        _check_sae_layer(sae, stats.layer)
+        check_sae_at(sae, stats.layer)
     groups = latent_groups(release)
 
     def with_strings(found: list[dict]) -> list[dict]:

@@ -279,13 +279,29 @@ def load_sae(layer, preset: str | None = None, device=None, dtype=None):
     return sae
 
 
+def check_sae_at(sae, layer: int, model=None) -> None:
+    """ValueError unless `sae` reads resid_post of `layer` and, given a model, takes its d_model.
+
+    An SAE without a recorded hook (e.g. one built by hand) passes the layer check.
+    """
+    want = f"blocks.{layer}.hook_resid_post"
+    hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
+    if hook not in (None, want):
+        raise ValueError(
+            f"This SAE reads {hook!r}, but layer {layer} needs an SAE for {want!r}: "
+            f"pass saehelpers.load_sae({layer}), or use the layer this SAE was trained on."
+        )
+    if model is not None and sae.cfg.d_in != model.config.hidden_size:
+        raise ValueError(
+            f"The SAE's d_in is {sae.cfg.d_in} but the model's d_model is {model.config.hidden_size}: "
+            "load the SAE and the model from the same preset."
+        )
+
+
 def check_sae(sae, release: Release | str | None, layer: int, model=None) -> None:
     """Raise ValueError when an SAE does not belong at `layer` of this release (or model)."""
     rel = release if isinstance(release, Release) else get_release(release)
-    want_hook = f"blocks.{layer}.hook_resid_post"
-    hook = sae.cfg.metadata.hook_name if hasattr(sae.cfg, "metadata") else None
-    if hook is not None and hook != want_hook:
-        raise ValueError(f"This SAE reads {hook!r} but layer {layer} needs an SAE for {want_hook!r}.")
+    check_sae_at(sae, layer)
     d_model = model.config.hidden_size if model is not None else rel.d_model
     if sae.cfg.d_in != d_model:
         raise ValueError(

@@ -23,6 +23,7 @@ import torch
 
 from . import hooks, metrics
 from .features import lens_logits
+from .loading import check_sae_at
 
 # ---------------------------------------------------------------- checks
 
@@ -62,22 +63,6 @@ def check_feature(sae, feature) -> int:
     return f
 
 
-def check_sae(model, sae, layer: int) -> None:
-    """ValueError unless `sae` reads resid_post of `layer` of this model."""
-    hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
-    want = f"blocks.{layer}.hook_resid_post"
-    if hook not in (None, want):
-        raise ValueError(
-            f"This SAE reads {hook!r}, but you are steering at layer {layer} ({want!r}). "
-            f"Pass that layer's SAE: saehelpers.load_sae({layer})."
-        )
-    if sae.cfg.d_in != model.config.hidden_size:
-        raise ValueError(
-            f"The SAE's d_in is {sae.cfg.d_in} but the model's d_model is {model.config.hidden_size}: "
-            "load the SAE and the model from the same preset."
-        )
-
-
 def feature_direction(sae, feature) -> torch.Tensor:
     """The feature's decoder row `W_dec[feature]` [d_model]: what it adds to the residual per unit of activation."""
     return sae.W_dec[check_feature(sae, feature)].detach()
@@ -91,7 +76,7 @@ def direction(model, layer: int, feature_or_vector, sae=None) -> torch.Tensor:
             raise ValueError(
                 f"Feature id {f} needs its SAE: pass sae=saehelpers.load_sae({layer}), or pass a vector instead."
             )
-        check_sae(model, sae, layer)
+        check_sae_at(sae, layer, model)
         return feature_direction(sae, f).float()
     d = model.config.hidden_size
     v = torch.as_tensor(feature_or_vector)
@@ -238,7 +223,7 @@ def read_back(model, tokenizer, sae, layer: int, features, prompts, texts):
     tokens, as the clean model sees them. loss: the model's next-token loss on the text's tokens, in
     nats: how surprising the text is to the unsteered model (a fluency cost).
     """
-    check_sae(model, sae, layer)
+    check_sae_at(sae, layer, model)
     many = not isinstance(features, (numbers.Integral, torch.Tensor))
     ids_f = [check_feature(sae, f) for f in (features if many else [features])]
     ids, mask, new = _read(tokenizer, prompts, texts, model.device)
@@ -303,7 +288,7 @@ def resid_norms(model, layer: int, batches) -> tuple[float, float]:
 @torch.no_grad()
 def max_activation(model, tokenizer, sae, layer: int, texts) -> torch.Tensor:
     """Each feature's largest activation [d_sae] over the tokens of `texts` (BOS left out), e.g. where it is at home."""
-    check_sae(model, sae, layer)
+    check_sae_at(sae, layer, model)
     texts = [texts] if isinstance(texts, str) else list(texts)
     best = torch.zeros(sae.cfg.d_sae)
     for text in texts:

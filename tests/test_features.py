@@ -241,7 +241,7 @@ def test_feature_stats_rejects_a_layer_without_sae(mini, sae):
     model, tok = mini
     with pytest.raises(ValueError, match=r"No SAE for layer 3 .* layers 2, 6, 10, 14 have SAEs"):
         F.feature_stats(model, tok, sae, 3, preset="mini", cache=False)
-    with pytest.raises(ValueError, match=r"reads 'blocks.6.hook_resid_post', not layer 10"):
+    with pytest.raises(ValueError, match=r"reads 'blocks.6.hook_resid_post', but layer 10 needs"):
         F.stream_stats(model, sae, 10, [], progress=False)
 
 
