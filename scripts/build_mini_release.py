@@ -389,7 +389,8 @@ def main() -> None:
     ap.add_argument("--eval-rows", type=int, default=128, help="held-out rows for EV / L0 / dead")
     ap.add_argument("--ce-rows", type=int, default=16, help="held-out rows for the next-token loss")
     ap.add_argument("--test-eval-rows", type=int, default=16, help="rows of the slice the test recomputes")
-    ap.add_argument("--test-ce-rows", type=int, default=4)
+    # All of --ce-rows: on fewer rows (4 rows, 455 tokens) the loss increase strays by 0.2 nats.
+    ap.add_argument("--test-ce-rows", type=int, default=16)
     ap.add_argument(
         "--work", type=Path, default=None, help="work folder (default: $SAEHELPERS_CACHE/mini_build)"
     )

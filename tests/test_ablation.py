@@ -87,7 +87,9 @@ def test_ablate_one_feature_removes_exactly_a_f_d_f_at_chosen_positions(mini, pr
     x = clean[0]
     a = sae.encode(x).detach()
     chosen = [3, 5]
-    f = int(a[0, chosen].sum(0).argmax())  # a feature that fires at the chosen positions
+    both = (a[0, chosen] > 0).all(0)  # features that fire at every chosen position
+    assert both.any()
+    f = int(torch.where(both, a[0, chosen].sum(0), -1.0).argmax())  # the strongest of them
     assert (a[0, chosen, f] > 0).all()
     new = resid(model, ids, ablation.ablate(model, sae, LAYER, f, positions=chosen))
     want = x.clone()
