@@ -3,7 +3,8 @@
 1. Overhead: `sae.encode` + `FeatureStats.add` (counts, sums, max, histogram, top-k and sampled
    contexts) vs bare `sae.encode` of the same stored activations: goal <= 30% extra time.
    Measured on a fresh stream (where every firing is a candidate for the tables) and on a warm
-   one (after a few thousand tokens most firings can no longer enter them).
+   one (after a few thousand tokens most firings can no longer enter them). The statistics are one
+   compiled pass on the CPU, on one thread, while the encoding uses all --threads.
 2. Memory: the statistics after N tokens and after 10 N tokens (the same batches replayed, with
    new token indices): table bytes and process RSS, goal: flat within 10%. The model is freed
    first, so RSS is mostly the SAE, the stored activations and the tables.
@@ -11,7 +12,7 @@
    `get_release("gemma-3-1b")`, thresholds set for about k active latents per token) on random
    activations, on --device (cuda when available).
 
-Run: python benchmarks/bench_features.py [--threads N] [--real-shape] [--device cuda]
+Run: python benchmarks/bench_features.py [--threads N] [--repeat N] [--real-shape] [--device cuda]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import statistics
 import sys
 import time
 
@@ -48,9 +50,10 @@ def random_sae(d_in, d_sae, k, x, device, layer):
     return sae
 
 
-def overhead(sae, batches, device, repeat=5) -> dict:
-    """Seconds for bare encoding and for encoding + statistics over all batches: the best of `repeat`
-    rounds, the three runs interleaved in each round so that a change in the machine's speed hits all."""
+def overhead(sae, batches, device, repeat=9) -> dict:
+    """Seconds for bare encoding and for encoding + statistics over all batches, one list per run with
+    one entry per round; the three runs interleaved in each round so that a change in the machine's
+    speed hits all of them alike."""
     from saehelpers.features import FeatureStats
 
     d_sae = sae.cfg.d_sae
@@ -60,14 +63,14 @@ def overhead(sae, batches, device, repeat=5) -> dict:
             sae.encode(x)
 
     def with_stats(stats=None):
-        stats = stats or FeatureStats(d_sae, device=device)
+        stats = stats or FeatureStats(d_sae)
         for x, ids, keep in batches:
             stats.add(sae.encode(x), ids, keep)
 
-    warm = FeatureStats(d_sae, device=device)
+    warm = FeatureStats(d_sae)
     runs = {"bare encode": bare, "encode + stats, fresh stream": with_stats,
             "encode + stats, warm stream": lambda: with_stats(warm)}  # fmt: skip
-    best = dict.fromkeys(runs, float("inf"))
+    times = {name: [] for name in runs}
     with torch.no_grad():
         with_stats(warm)  # a few thousand tokens in: the steady state of a long stream
         for round_ in range(repeat + 1):
@@ -77,8 +80,8 @@ def overhead(sae, batches, device, repeat=5) -> dict:
                 fn()
                 sync(device)
                 if round_ > 0:  # round 0 warms up
-                    best[name] = min(best[name], time.perf_counter() - t)
-    return best
+                    times[name].append(time.perf_counter() - t)
+    return times
 
 
 def mini_batches(n_batches, batch_size, seq_len):
@@ -129,13 +132,19 @@ def memory(sae, batches, n_repeat=10) -> dict:
     return {"before": before, "points": out, "d_sae": sae.cfg.d_sae}
 
 
-def report_overhead(title, t) -> bool:
-    base = t["bare encode"]
-    print(f"## {title}\n\n| run | seconds | vs bare encode |\n|---|---|---|")
-    for name, sec in t.items():
-        print(f"| {name} | {sec:.3f} | {sec / base:.2f}x |")
-    worst = max(t["encode + stats, fresh stream"], t["encode + stats, warm stream"]) / base - 1
-    print(f"\noverhead of the statistics: {worst:+.0%} in the worse case (goal <= {GOALS['overhead']:.0%})\n")
+def report_overhead(title, times) -> bool:
+    """Two estimates of each run's cost relative to bare encoding: the ratio of the best rounds, and
+    the median over rounds of the ratio within a round. On a shared machine whose speed drifts, the
+    second compares runs made seconds apart, so the goal is judged on it."""
+    base = times["bare encode"]
+    print(f"## {title}\n\n| run | best round, s | best / best bare | median of per-round ratios |\n|---|---|---|---|")
+    within = {}
+    for name, ts in times.items():
+        within[name] = statistics.median(t / b for t, b in zip(ts, base))
+        print(f"| {name} | {min(ts):.3f} | {min(ts) / min(base):.2f}x | {within[name]:.2f}x |")
+    worst = max(within["encode + stats, fresh stream"], within["encode + stats, warm stream"]) - 1
+    print(f"\noverhead of the statistics: {worst:+.0%} in the worse case, median over {len(base)} rounds "
+          f"(goal <= {GOALS['overhead']:.0%})\n")  # fmt: skip
     return worst <= GOALS["overhead"]
 
 
@@ -146,6 +155,7 @@ def main() -> int:
     parser.add_argument("--skip-mini", action="store_true", help="only the real-shaped measurement")
     parser.add_argument("--batches", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=8, help="rows of 128 tokens per batch")
+    parser.add_argument("--repeat", type=int, default=9, help="timed rounds (after one warm-up round)")
     # On a machine whose cores are busy with other work, 1 thread measures the code rather than the
     # wait for a second thread: each parallel op waits for both, and the statistics are many small ops.
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads")
@@ -158,11 +168,11 @@ def main() -> int:
         n = sum(int(k.sum()) for _, _, k in batches)
         print(f"mini preset, layer {layer}, {what}: d_sae {rel.d_sae}, {len(batches)} batches of {args.batch_size} x 128, "
               f"{n} tokens (BOS and padding left out), CPU, {torch.get_num_threads()} threads\n")  # fmt: skip
-        t = overhead(sae, batches, "cpu")
-        ok &= report_overhead("Overhead (mini preset, best of 5, interleaved)", t)
-        extra = t["encode + stats, fresh stream"] - t["bare encode"]
+        t = overhead(sae, batches, "cpu", args.repeat)
+        ok &= report_overhead(f"Overhead (mini preset, {args.repeat} rounds, interleaved)", t)
+        extra = min(t["encode + stats, fresh stream"]) - min(t["bare encode"])
         print(f"For scale: the model's forward pass to layer {layer} for these tokens took {forward:.1f} s, so the "
-              f"statistics add {extra / (forward + t['bare encode']):.1%} to the whole pipeline.\n")  # fmt: skip
+              f"statistics add {extra / (forward + min(t['bare encode'])):.1%} to the whole pipeline.\n")  # fmt: skip
 
         m = memory(sae, batches)
         (n1, (rss1, b1)), (n10, (rss10, b10)) = m["points"].items()
@@ -194,8 +204,8 @@ def main() -> int:
         print(f"real-shaped random SAE {rel.d_model} x {rel.d_sae} on {args.device}, L0 about {l0:.0f}, "
               f"{len(batches)} batches of 8 x 128 random activations\n")  # fmt: skip
         ok &= report_overhead(
-            f"Overhead (real shape, {args.device}, best of 5, interleaved)",
-            overhead(sae, batches, args.device),
+            f"Overhead (real shape, {args.device}, {args.repeat} rounds, interleaved)",
+            overhead(sae, batches, args.device, args.repeat),
         )
     return 0 if ok else 1
 

@@ -5,9 +5,9 @@ tokens, for all latents at once (`stream_stats`):
 - per latent: firing count, sum and max of its activations, and a histogram of them;
 - per latent: the k top-activating tokens, and a uniform random sample of k tokens where it fires
   (typical, weaker activations), each with a few tokens of context around it.
-Each batch is encoded, its firing events are merged into fixed-size tables and the batch is
-dropped, so memory is O(d_sae x k x window) whatever N: a dense [tokens, d_sae] matrix exists only
-for one batch at a time. BOS and padding are left out everywhere (BOS's huge norm makes it fire
+Each batch is encoded, its firing events are merged into fixed-size tables (by a loop compiled
+with numba) and the batch is dropped, so memory is O(d_sae x k x window) whatever N: a dense
+[tokens, d_sae] matrix exists only for one batch at a time. BOS and padding are left out everywhere (BOS's huge norm makes it fire
 latents that say nothing about the text).
 
 A feature card (`feature_card`) adds the logit lens of the feature's decoder direction, its
@@ -21,8 +21,10 @@ import json
 import numbers
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import torch
+from numba import njit
 from tqdm.auto import tqdm
 
 from . import hooks, metrics
@@ -35,6 +37,7 @@ from .text import token_batches
 # Activation histogram bins, shared by all latents: 10 per decade from 1e-3 to 1e5, log-spaced because
 # activations span orders of magnitude. Values outside are counted in the first or last bin.
 HIST_EDGES = torch.logspace(-3, 5, 8 * 10 + 1)
+_INNER_EDGES = HIST_EDGES[1:-1].numpy()  # bin b holds edges[b - 1] < x <= edges[b], as torch.bucketize
 # Bump when the statistics change, so old cached files are recomputed.
 CACHE_VERSION = 3
 _MASK32 = 0xFFFFFFFF
@@ -70,14 +73,36 @@ def _check_texts(texts, name: str = "texts") -> list[str]:
     return texts
 
 
-# ---------------------------------------------------------------- bounded tables of examples
+# ---------------------------------------------------------------- keys
 
 
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    # A bijection on 32-bit integers that scrambles the bits (multipliers < 2**27, so int64 never overflows).
+@njit(cache=True)
+def _uniform_key(index, latent, d_sae):
+    # Event number index * d_sae + latent, folded to 32 bits, then a bijection that scrambles the bits
+    # (multipliers < 2**27, so int64 never overflows).
+    x = index * d_sae + latent
+    x = (x ^ (x >> 32)) & _MASK32
     x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
     x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
     return (x >> 16) ^ x
+
+
+@njit(cache=True)
+def _float_key(bits):
+    # The float32's bits as an int32, magnitude bits flipped for negatives: sorts like the floats.
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
+@njit(cache=True)
+def _uniform_keys(index, latent, d_sae, out):
+    for i in range(len(out)):
+        out[i] = _uniform_key(index[i], latent[i], d_sae)
+
+
+@njit(cache=True)
+def _float_keys(bits, out):
+    for i in range(len(out)):
+        out[i] = _float_key(np.int64(bits[i]))
 
 
 def uniform_key(index: torch.Tensor, latent: torch.Tensor, d_sae: int) -> torch.Tensor:
@@ -86,14 +111,21 @@ def uniform_key(index: torch.Tensor, latent: torch.Tensor, d_sae: int) -> torch.
     The k firing events with the largest key are a uniform random sample of them, and the same
     sample however the stream is cut into batches.
     """
-    event = index * d_sae + latent
-    return _mix32((event ^ (event >> 32)) & _MASK32)
+    index, latent = (t.to("cpu", torch.long).contiguous() for t in torch.broadcast_tensors(index, latent))
+    out = torch.empty_like(index)
+    _uniform_keys(index.view(-1).numpy(), latent.view(-1).numpy(), d_sae, out.view(-1).numpy())
+    return out
 
 
 def float_key(x: torch.Tensor) -> torch.Tensor:
     """Integers that sort like the float32 values x: the float's bits, magnitude bits flipped for negatives."""
-    bits = x.float().view(torch.int32)
-    return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).long()
+    bits = x.to("cpu", torch.float32).contiguous().view(torch.int32)
+    out = torch.empty(bits.shape, dtype=torch.long)
+    _float_keys(bits.view(-1).numpy(), out.view(-1).numpy())
+    return out
+
+
+# ---------------------------------------------------------------- bounded tables of examples
 
 
 class Examples:
@@ -107,53 +139,16 @@ class Examples:
     """
 
     FIELDS = ("key", "value", "index", "tokens", "acts")
-    EMPTY_KEY = -(2**62)  # below every real key; the merge's padding (-2**63) is below this
+    EMPTY_KEY = -(2**62)  # below every real key
     EMPTY = {"key": EMPTY_KEY, "value": 0.0, "index": -1, "tokens": -1, "acts": 0.0}
 
-    def __init__(self, rows: int, k: int, before: int, after: int, device="cpu"):
+    def __init__(self, rows: int, k: int, before: int, after: int):
         w = before + 1 + after
         self.k, self.before, self.after = k, before, after
         shapes = {"key": (k,), "value": (k,), "index": (k,), "tokens": (k, w), "acts": (k, w)}
         dtypes = {"key": torch.long, "index": torch.long, "tokens": torch.int32}
         for name in self.FIELDS:
-            t = torch.full((rows, *shapes[name]), self.EMPTY[name], dtype=dtypes.get(name), device=device)
-            setattr(self, name, t)
-
-    def offer(self, latent, key, value, index, context) -> None:
-        """Merge new firing events (1-D tensors); `context(events)` gives (tokens, acts) of those that enter."""
-        k = self.k
-        # Only an event that beats its latent's weakest example can enter (after a few thousand tokens
-        # few do, so a long stream costs little more than counting).
-        event = (key > self.key.min(1).values.take(latent)).nonzero().squeeze(1)
-        if not len(event):
-            return
-        # Sort by latent, then by key (largest first), in one integer sort; rank the events within each latent.
-        lat = latent.take(event)
-        event = event.take(((lat << 33) + (2**32 - 1 - key.take(event))).argsort())
-        rows, row, count = torch.unique_consecutive(
-            latent.take(event), return_inverse=True, return_counts=True
-        )
-        rank = torch.arange(len(event), device=event.device) - (count.cumsum(0) - count).take(row)
-        best = (rank < k).nonzero().squeeze(1)  # each latent's best k candidates
-        event, row, rank = event.take(best), row.take(best), rank.take(best)
-        # Per latent, its k old keys and its candidates' keys side by side: the best k of them stay.
-        keys = torch.full((len(rows), 2 * k), -(2**63), dtype=torch.long, device=event.device)
-        keys[:, :k] = self.key[rows]
-        keys.view(-1)[row * 2 * k + k + rank] = key.take(event)
-        stay = torch.zeros_like(keys, dtype=torch.bool).scatter_(1, keys.topk(k, dim=1).indices, True)
-        # Each latent's entering candidates take the slots of its old examples that did not stay (as many).
-        r_out, slot = (~stay[:, :k]).nonzero(as_tuple=True)
-        which = torch.empty((len(rows), k), dtype=torch.long, device=event.device)
-        which.view(-1)[row * k + rank] = event
-        chosen = which[stay[:, k:]]
-        tokens, acts = context(chosen)
-        new = dict(
-            key=key.take(chosen), value=value.take(chosen), index=index.take(chosen), tokens=tokens, acts=acts
-        )
-        dest = rows[r_out] * k + slot  # flat (latent, slot) positions
-        for name in self.FIELDS:
-            table = getattr(self, name)
-            table.view(-1, *table.shape[2:])[dest] = new[name].to(table.dtype)
+            setattr(self, name, torch.full((rows, *shapes[name]), self.EMPTY[name], dtype=dtypes.get(name)))
 
     def of(self, row: int) -> list[dict]:
         """The examples of one row, largest key first: {"value", "index", "tokens", "acts", "centre"}."""
@@ -177,15 +172,8 @@ class Examples:
             out[name] = t.gather(1, order if t.dim() == 2 else order[..., None].expand_as(t))
         return out
 
-    def to(self, device) -> Examples:
-        for name in self.FIELDS:
-            setattr(self, name, getattr(self, name).to(device))
-        return self
-
     def state(self) -> dict:
-        return {name: getattr(self, name).cpu() for name in self.FIELDS} | {
-            "window": (self.k, self.before, self.after)
-        }
+        return {name: getattr(self, name) for name in self.FIELDS} | {"window": (self.k, self.before, self.after)}
 
     @classmethod
     def from_state(cls, state: dict) -> Examples:
@@ -196,18 +184,115 @@ class Examples:
         return ex
 
 
-def _contexts(ids, keep, feats, token, latent, seq: int, before: int, after: int):
-    """Token ids and the latent's activations around each event, from flattened batch tensors.
+# ---------------------------------------------------------------- the merge: one compiled pass per batch
+# A plain loop over the batch, compiled by numba: each firing is counted, and offered to its latent's
+# two rows of examples, where one comparison with the row's weakest key turns most away; the context
+# is read only for firings still in a row at the end of the batch. Written with torch operations the
+# same merge took many passes over all firings (sort, rank, top-k, gathers) and added about 50% to the
+# mini SAE's encoding on a fresh stream; this loop adds about 30%, and 10-15% once the tables are
+# full (benchmarks/bench_features.py, benchmarks/results.md).
 
-    ids, keep: [batch * seq]; feats: [batch * seq * d_sae]; token: the event's place in ids.
+
+_BLOCK = 16  # latents per 64-byte cache line of float32 activations
+
+
+@njit(cache=True)
+def _weakest(row):
+    w = 0
+    for j in range(1, len(row)):
+        if row[j] < row[w]:
+            w = j
+    return w
+
+
+@njit(cache=True)
+def _enter(r, new_key, weak, floor, key):
+    # A firing takes the place of row r's weakest example (its key only, for now); returns the slot.
+    s = weak[r]
+    key[r, s] = new_key
+    weak[r] = w = _weakest(key[r])
+    floor[r] = key[r, w]
+    return s
+
+
+@njit(cache=True)
+def _fill(ent, m, feats, ids, keep, seq, key, value, index, tokens, acts, before, after):
+    # The rest of the m entered firings' examples (see _add_batch), for those still in their row: a
+    # slot's key only ever rises, so it still holds firing e exactly when it still has e's key. In
+    # token order, so the reads of nearby tokens stay in the cache.
+    d = feats.shape[1]
+    for e in range(m):
+        t, f, i, s0, k0, s1, k1 = ent[e]
+        in_top = s0 >= 0 and key[f, s0] == k0
+        in_sample = s1 >= 0 and key[d + f, s1] == k1
+        if not (in_top or in_sample):
+            continue
+        if in_top:
+            value[f, s0], index[f, s0] = feats[t, f], i
+        if in_sample:
+            value[d + f, s1], index[d + f, s1] = feats[t, f], i
+        pos = t % seq
+        for j in range(before + 1 + after):
+            q, tok, a = t + j - before, -1, np.float32(0.0)
+            if 0 <= pos + j - before < seq and keep[q]:  # in the same row, and not BOS or padding
+                tok, a = ids[q], feats[q, f]
+            if in_top:
+                tokens[f, s0, j], acts[f, s0, j] = tok, a
+            if in_sample:
+                tokens[d + f, s1, j], acts[d + f, s1, j] = tok, a
+
+
+@njit(cache=True)
+def _add_batch(feats, ids, keep, seq, n0, edges, sums, hist, key, value, index, tokens, acts, before, after):
+    """Merge one batch into the tables (in place); returns how many tokens it kept.
+
+    feats [tokens, d_sae] float32 (rows of `seq` tokens laid end to end); ids, keep [tokens];
+    n0: tokens kept before this batch; edges: the inner histogram edges; the tables as in FeatureStats.
     """
-    offset = torch.arange(-before, after + 1, device=token.device)
-    pos = (token % seq)[:, None] + offset
-    t = (token[:, None] + offset).clamp(0, len(ids) - 1)
-    inside = (pos >= 0) & (pos < seq) & keep.take(t)  # in the same row, and not BOS or padding
-    tokens = torch.where(inside, ids.take(t), -1)
-    acts = torch.where(inside, feats.take(t * (len(feats) // len(ids)) + latent[:, None]).float(), 0.0)
-    return tokens, acts
+    d = feats.shape[1]
+    bits = feats.view(np.int32)
+    weak = np.empty(2 * d, np.int64)  # each row's weakest slot, and its key
+    floor = np.empty(2 * d, np.int64)
+    for r in range(2 * d):
+        weak[r] = _weakest(key[r])
+        floor[r] = key[r, weak[r]]
+    # The firings that entered a row: token, latent, stream index, then slot and key in the top row
+    # and in the sample row (slot -1: not there); the rest of their examples is filled in at the end,
+    # as many are pushed out again by stronger firings later in the batch. Grown by doubling.
+    ent = np.empty((4 * d, 7), np.int64)
+    m, n = 0, n0
+    for t in range(len(keep)):
+        if not keep[t]:  # BOS and padding
+            continue
+        row = bits[t]
+        for b in range(0, d, _BLOCK):
+            end = min(b + _BLOCK, d)
+            any_bit = 0  # one vectorised test per block: most blocks have no firing at all
+            for f in range(b, end):
+                any_bit |= row[f]
+            if any_bit == 0:
+                continue
+            for f in range(b, end):
+                v = feats[t, f]
+                if v == 0:
+                    continue
+                sums[f] += v
+                hist[f, np.searchsorted(edges, v)] += 1
+                top_key, sample_key = _float_key(np.int64(row[f])), _uniform_key(n, f, d)
+                to_top, to_sample = top_key > floor[f], sample_key > floor[d + f]
+                if not (to_top or to_sample):
+                    continue
+                if m == len(ent):
+                    ent = np.concatenate((ent, np.empty_like(ent)))
+                ent[m, 0], ent[m, 1], ent[m, 2], ent[m, 3], ent[m, 5] = t, f, n, -1, -1
+                if to_top:
+                    ent[m, 3], ent[m, 4] = _enter(f, top_key, weak, floor, key), top_key
+                if to_sample:
+                    ent[m, 5], ent[m, 6] = _enter(d + f, sample_key, weak, floor, key), sample_key
+                m += 1
+        n += 1
+    _fill(ent, m, feats, ids, keep, seq, key, value, index, tokens, acts, before, after)
+    return n - n0
 
 
 # ---------------------------------------------------------------- streaming statistics
@@ -219,63 +304,46 @@ class FeatureStats:
     n_tokens: tokens seen (BOS and padding left out). Per latent: hist [d_sae, bins], how many of its
     activations fell in each bin of HIST_EDGES (so `counts`, the tokens where it fires, i.e. is
     nonzero, is hist.sum(1)); sums [d_sae], of its activations (float64). examples: one `Examples`
-    table of 2 x d_sae rows (one merge per batch serves both): row f holds latent f's top-activating
-    tokens (key `float_key(activation)`, so `max` is the best of them), row d_sae + f a uniform random
-    sample of the tokens where it fires (key `uniform_key`); see `top` and `sample`.
-    The tables live on `device` while streaming (a CUDA GPU keeps the work next to the SAE).
+    table of 2 x d_sae rows: row f holds latent f's top-activating tokens (key
+    `float_key(activation)`, so `max` is the best of them), row d_sae + f a uniform random sample of
+    the tokens where it fires (key `uniform_key`); see `top` and `sample`. The tables live on the CPU.
     """
 
     TABLES = ("sums", "hist")
 
-    def __init__(self, d_sae: int, k: int = 16, before: int = 8, after: int = 4, layer=None, device="cpu"):
-        self.layer, self.d_sae, self.n_tokens, self.device = layer, d_sae, 0, torch.device(device)
-        self.sums = torch.zeros(d_sae, dtype=torch.float64, device=device)
-        self.hist = torch.zeros(d_sae, len(HIST_EDGES) - 1, dtype=torch.long, device=device)
-        self.examples = Examples(2 * d_sae, k, before, after, device)
+    def __init__(self, d_sae: int, k: int = 16, before: int = 8, after: int = 4, layer=None):
+        for name, value, least in (("d_sae", d_sae, 1), ("k", k, 1), ("before", before, 0), ("after", after, 0)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+                raise ValueError(f"{name} must be an int >= {least}, got {value!r}.")
+        self.layer, self.d_sae, self.n_tokens = layer, d_sae, 0
+        self.sums = torch.zeros(d_sae, dtype=torch.float64)
+        self.hist = torch.zeros(d_sae, len(HIST_EDGES) - 1, dtype=torch.long)
+        self.examples = Examples(2 * d_sae, k, before, after)
         self.info: dict = {}  # where the tokens came from (filled by feature_stats)
 
     @torch.no_grad()
     def add(self, feats: torch.Tensor, input_ids: torch.Tensor, keep: torch.Tensor) -> None:
-        """Add one batch: feats = sae.encode(resid) [batch, seq, d_sae]; input_ids, keep (bool) [batch, seq]."""
+        """Add one batch: feats = sae.encode(resid) [batch, seq, d_sae]; input_ids, keep (bool) [batch, seq].
+
+        The merge runs on the CPU: a batch on a GPU is copied over first.
+        """
         d = self.d_sae
         if feats.dim() != 3 or feats.shape[:2] != input_ids.shape or feats.shape[2] != d:
             raise ValueError(
                 f"feats must be [batch, seq, {d}] and match input_ids {tuple(input_ids.shape)}; "
                 f"got {tuple(feats.shape)}."
             )
-        seq = feats.shape[1]
-        # Flattened views: one index per (token, latent) is much faster than indexing three dimensions.
-        feats, ids, keep = (t.to(self.device).reshape(-1) for t in (feats, input_ids, keep))
-        # The sparse firing events (token, latent, activation) on text tokens; only these are touched below.
-        event = feats.nonzero().squeeze(1)
-        token = event // d
-        on_text = keep.take(token).nonzero().squeeze(1)
-        event, token = event.take(on_text), token.take(on_text)
-        lat, val = event - token * d, feats.take(event).float()
-        place = keep.cumsum(0)
-        index = (place - 1 + self.n_tokens).take(token)  # the token's place among kept tokens
-
-        self.sums += torch.bincount(lat, weights=val, minlength=d)
-        bins = torch.bucketize(val, HIST_EDGES[1:-1].to(self.device))
-        self.hist.view(-1).index_add_(0, lat * self.hist.shape[1] + bins, torch.ones_like(bins))
-
-        # Each event is offered twice: to its latent's top row (by activation) and sample row (by random key).
-        n, ex = len(event), self.examples
-
-        def context(e):
-            # An event can enter both of its latent's rows: gather its context once. In event order
-            # (sorted, without a sort), the gather also reads feats in memory order: most of its cost.
-            e = e % n
-            mark = torch.zeros(n, dtype=torch.bool, device=e.device)
-            mark[e] = True
-            u = mark.nonzero().squeeze(1)
-            tokens, acts = _contexts(ids, keep, feats, token.take(u), lat.take(u), seq, ex.before, ex.after)
-            at = mark.cumsum(0).take(e) - 1  # each event's row among the unique ones
-            return tokens.index_select(0, at), acts.index_select(0, at)
-
-        keys = torch.cat([float_key(val), uniform_key(index, lat, d)])
-        ex.offer(torch.cat([lat, lat + d]), keys, val.repeat(2), index.repeat(2), context)
-        self.n_tokens += int(place[-1])
+        if keep.shape != input_ids.shape:
+            raise ValueError(f"keep must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(keep.shape)}.")
+        feats = feats.detach().to("cpu", torch.float32).reshape(-1, d).contiguous()
+        ids = input_ids.to("cpu", torch.long).reshape(-1).contiguous()
+        keep = keep.to("cpu", torch.bool).reshape(-1).contiguous()
+        ex = self.examples
+        self.n_tokens += _add_batch(
+            feats.numpy(), ids.numpy(), keep.numpy(), input_ids.shape[1], self.n_tokens, _INNER_EDGES,
+            self.sums.numpy(), self.hist.numpy(), *(getattr(ex, name).numpy() for name in Examples.FIELDS),
+            ex.before, ex.after,
+        )  # fmt: skip
 
     def top(self, feature: int) -> list[dict]:
         """The feature's top-activating examples, strongest first (see `Examples.of`)."""
@@ -285,14 +353,6 @@ class FeatureStats:
         """n (default k) tokens drawn uniformly from those where the feature fires, shown strongest first."""
         drawn = self.examples.of(self.d_sae + feature)[:n]  # in key order, i.e. random: any n are a sample
         return sorted(drawn, key=lambda e: -e["value"])
-
-    def to(self, device) -> FeatureStats:
-        """Move the tables (e.g. back to the CPU after streaming on a GPU)."""
-        self.device = torch.device(device)
-        for name in self.TABLES:
-            setattr(self, name, getattr(self, name).to(device))
-        self.examples.to(device)
-        return self
 
     @property
     def counts(self) -> torch.Tensor:
@@ -323,7 +383,7 @@ class FeatureStats:
 
     def save(self, path) -> None:
         state = {k: getattr(self, k) for k in ("layer", "d_sae", "n_tokens", "info")}
-        state |= {k: getattr(self, k).cpu() for k in self.TABLES}
+        state |= {k: getattr(self, k) for k in self.TABLES}
         torch.save(state | {"examples": self.examples.state()}, path)
 
     @classmethod
@@ -332,7 +392,6 @@ class FeatureStats:
         stats = cls.__new__(cls)
         for k, v in state.items():
             setattr(stats, k, Examples.from_state(v) if k == "examples" else v)
-        stats.device = torch.device("cpu")
         return stats
 
     @property
@@ -368,9 +427,7 @@ def stream_stats(
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1 (or None for all), got {max_tokens}.")
     bos = model.config.bos_token_id
-    # The tables follow the SAE onto a CUDA GPU; elsewhere (CPU, or MPS, which lacks float64) they stay on the CPU.
-    device = sae.device if torch.device(sae.device).type == "cuda" else "cpu"
-    stats = FeatureStats(sae.cfg.d_sae, k, before, after, layer=layer, device=device)
+    stats = FeatureStats(sae.cfg.d_sae, k, before, after, layer=layer)
     bar = tqdm(total=max_tokens, desc=f"layer {layer} feature stats", unit="tok", disable=not progress)
     for batch in batches:
         ids, mask = (t.to(model.device) for t in _unpack(batch))
@@ -386,7 +443,7 @@ def stream_stats(
     bar.close()
     if stats.n_tokens == 0:
         raise ValueError("No tokens to measure: the batches were empty or held only BOS and padding.")
-    return stats.to("cpu")
+    return stats
 
 
 def _fingerprint(sae) -> str:

@@ -66,9 +66,8 @@ def check_rows(stats, events, key, offset):
             assert got["acts"][row, j].tolist() == pytest.approx(e["acts"])
 
 
-@pytest.mark.parametrize("n_batches", [1, 4])
-def test_stream_equals_brute_force(n_batches):
-    d = 10
+@pytest.mark.parametrize("n_batches, d", [(1, 10), (4, 10), (3, 40)])  # 40: blocks of 16 and a part block
+def test_stream_equals_brute_force(n_batches, d):
     stream = synthetic_stream(n_batches=n_batches, d=d)
     stats = F.FeatureStats(d, K, BEFORE, AFTER)
     for feats, ids, keep in stream:
@@ -96,6 +95,25 @@ def test_stream_equals_brute_force(n_batches):
         :2
     ]  # a smaller sample: top 2 keys
     assert {e["index"] for e in stats.sample(0, 2)} == {e["index"] for e in drawn}
+
+
+def test_rising_activations_replace_examples_within_a_batch():
+    """Activations that rise token by token: every firing enters its row and most are pushed out again
+    in the same batch (the merge's list of entering firings outgrows its first size, 4 x d_sae)."""
+    d, batch, seq = 2, 4, 40
+    feats = torch.arange(1, batch * seq * d + 1, dtype=torch.float32).view(batch, seq, d) / 100
+    ids = torch.arange(batch * seq).view(batch, seq) + 10
+    keep = torch.ones(batch, seq, dtype=torch.bool)
+    keep[:, 0] = False
+    stream = [(feats, ids, keep)]
+    stats = F.FeatureStats(d, K, BEFORE, AFTER)
+    stats.add(*stream[0])
+    events, n = brute_force(stream, d)
+    assert stats.n_tokens == n == batch * (seq - 1)
+    check_rows(stats, events, key=lambda e, f: e["value"], offset=0)
+    assert [e["index"] for e in stats.top(1)] == [n - 1, n - 2, n - 3]  # the last tokens: the largest
+    check_rows(stats, events, key=lambda e, f: int(F.uniform_key(torch.tensor(e["index"]), torch.tensor(f), d)),
+               offset=d)  # fmt: skip
 
 
 def test_batching_does_not_change_the_result():
@@ -159,6 +177,15 @@ def test_add_rejects_wrong_shapes():
         stats.add(
             torch.zeros(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool)
         )
+    with pytest.raises(ValueError, match=r"keep must have input_ids' shape \(2, 3\)"):
+        stats.add(torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long), torch.ones(3, 2, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("bad", [{"k": 0}, {"k": 2.0}, {"before": -1}, {"after": True}, {"d_sae": 0}])
+def test_stats_settings_must_be_counts(bad):
+    args = {"d_sae": 4} | bad
+    with pytest.raises(ValueError, match=rf"{next(iter(bad))} must be an int >= [01], got"):
+        F.FeatureStats(**args)
 
 
 @pytest.mark.parametrize("bad", [-1, 2048, 10**6, 1.5, True, "3"])
