@@ -91,9 +91,7 @@ def test_stream_equals_brute_force(n_batches, d):
     top, sample = stats.top(0), stats.sample(0)
     assert [e["index"] for e in top] == [e["index"] for e in sorted(events[0], key=lambda e: -e["value"])[:K]]
     assert [e["value"] for e in sample] == sorted((e["value"] for e in sample), reverse=True)
-    drawn = sorted(events[0], key=lambda e: sample_key(e, 0), reverse=True)[
-        :2
-    ]  # a smaller sample: top 2 keys
+    drawn = sorted(events[0], key=lambda e: sample_key(e, 0), reverse=True)[:2]  # a smaller sample: top 2 keys
     assert {e["index"] for e in stats.sample(0, 2)} == {e["index"] for e in drawn}
 
 
