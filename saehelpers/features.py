@@ -7,8 +7,8 @@ tokens, for all latents at once (`stream_stats`):
   (typical, weaker activations), each with a few tokens of context around it.
 Each batch is encoded, its firing events are merged into fixed-size tables (by a loop compiled
 with numba) and the batch is dropped, so memory is O(d_sae x k x window) whatever N: a dense
-[tokens, d_sae] matrix exists only for one batch at a time. BOS and padding are left out everywhere (BOS's huge norm makes it fire
-latents that say nothing about the text).
+[tokens, d_sae] matrix exists only for one batch at a time. BOS and padding are left out everywhere
+(BOS's huge norm makes it fire latents that say nothing about the text).
 
 A feature card (`feature_card`) adds the logit lens of the feature's decoder direction, its
 Matryoshka group and its nearest decoder neighbours. `contrast` finds features for a concept.

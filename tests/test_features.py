@@ -114,6 +114,31 @@ def test_rising_activations_replace_examples_within_a_batch():
                offset=d)  # fmt: skip
 
 
+def test_ties_keep_the_earliest_firings():
+    """Equal activations: the top rows keep the first k firings in stream order, whatever the batching;
+    -0.0 is not a firing."""
+    d, batch, seq = 3, 2, 6
+    feats = torch.full((batch, seq, d), 2.0)
+    feats[:, :, 2] = -0.0
+    feats[0, 3, 1] = 0.0
+    ids = torch.arange(batch * seq).view(batch, seq)
+    keep = torch.ones(batch, seq, dtype=torch.bool)
+    keep[:, 0] = False
+    stream = [(feats, ids, keep), (feats, ids, keep)]
+    events, n = brute_force(stream, d)
+    for parts in (1, 2):  # the whole batch at once, then row by row
+        stats = F.FeatureStats(d, K, BEFORE, AFTER)
+        for f_, i_, k_ in stream:
+            for r in range(0, batch, batch // parts):
+                stats.add(f_[r : r + batch // parts], i_[r : r + batch // parts], k_[r : r + batch // parts])
+        assert stats.n_tokens == n == 2 * batch * (seq - 1)
+        assert stats.counts.tolist() == [n, n - 2, 0]
+        assert [e["index"] for e in stats.top(0)] == [0, 1, 2]
+        assert [e["index"] for e in stats.top(1)] == [0, 1, 3]  # token 2 (row 0, place 3) does not fire
+        assert stats.top(2) == [] and stats.sample(2) == []
+        check_rows(stats, events, key=lambda e, f: e["value"], offset=0)
+
+
 def test_batching_does_not_change_the_result():
     """The same tokens cut into batches differently give identical tables (the sample included)."""
     d = 8
