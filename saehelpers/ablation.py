@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import hooks
 from .loading import check_sae_at
 from .matryoshka import _check_sae as _check_layout
 from .matryoshka import check_width, groups, latent_groups
+from .progress import progress_bar
 from .steering import check_feature
 
 # ---------------------------------------------------------------- checks
@@ -328,7 +328,7 @@ def true_effects(
     metric = _metric(task, metric)
     clean = metric(task.run(model)).item()
     effects = []
-    for f in tqdm(ids, desc="ablating one feature at a time", disable=not progress):
+    for f in progress_bar(ids, desc="ablating one feature at a time", disable=not progress):
         with _ablation(model, sae, layer, [f], means, positions, include_bos, keep_error):
             effects.append(metric(task.run(model)).item() - clean)
     table = pd.DataFrame({"effect": effects}, index=pd.Index(ids, name="feature"))

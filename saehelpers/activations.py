@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from . import hooks, metrics
 from .loading import check_sae_at
+from .progress import progress_bar
 
 
 def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,7 +99,7 @@ def collect_resid(
     parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     ids_parts, row_parts, pos_parts, rows = [], [], [], []
     n = 0
-    bar = tqdm(batches, desc=f"resid_post {layers}", unit="batch", disable=not progress)
+    bar = progress_bar(batches, desc=f"resid_post {layers}", unit="batch", disable=not progress)
     for batch in bar:
         ids, mask = _unpack(batch)
         ids, mask = ids.to(model.device), mask.to(model.device)
@@ -189,7 +189,7 @@ def sae_stats(
         # encode/decode rather than sae(h): sae(h) returns h itself when use_error_term is on.
         return sae.decode(sae.encode(h.to(sae.device, sae.dtype))).to(h.device, h.dtype)
 
-    for batch in tqdm(batches, desc=f"layer {layer} SAE", unit="batch", disable=not progress):
+    for batch in progress_bar(batches, desc=f"layer {layer} SAE", unit="batch", disable=not progress):
         ids, mask = _unpack(batch)
         ids, mask = ids.to(model.device), mask.to(model.device)
         keep = metrics.token_mask(ids, mask, bos)

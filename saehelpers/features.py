@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 import torch
 from numba import njit
-from tqdm.auto import tqdm
 
 from . import hooks, metrics
 from .activations import _unpack
 from .loading import cache_dir, check_sae_at
 from .matryoshka import latent_groups
+from .progress import progress_bar
 from .release import get_release
 from .text import token_batches
 
@@ -428,7 +428,9 @@ def stream_stats(
         raise ValueError(f"max_tokens must be >= 1 (or None for all), got {max_tokens}.")
     bos = model.config.bos_token_id
     stats = FeatureStats(sae.cfg.d_sae, k, before, after, layer=layer)
-    bar = tqdm(total=max_tokens, desc=f"layer {layer} feature stats", unit="tok", disable=not progress)
+    bar = progress_bar(
+        total=max_tokens, desc=f"layer {layer} feature stats", unit="tok", disable=not progress
+    )
     for batch in batches:
         ids, mask = (t.to(model.device) for t in _unpack(batch))
         keep = metrics.token_mask(ids, mask, bos)

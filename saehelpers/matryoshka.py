@@ -17,10 +17,10 @@ import textwrap
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import hooks, metrics
 from .metrics import EVAccumulator
+from .progress import progress_bar
 
 HIERARCHY_COLUMNS = [
     "parent",
@@ -204,7 +204,9 @@ def prefix_loss(
     ce = dict.fromkeys(widths, 0.0)
     kl = dict.fromkeys(widths, 0.0)
     ce_clean = n_pred = n_pos = 0
-    for batch in tqdm(batches, desc=f"layer {layer} prefix losses", unit="batch", disable=not progress):
+    for batch in progress_bar(
+        batches, desc=f"layer {layer} prefix losses", unit="batch", disable=not progress
+    ):
         ids, mask = (t.to(model.device) for t in _unpack(batch))
         keep = metrics.token_mask(ids, mask, bos)
         if not keep.any():

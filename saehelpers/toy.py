@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from .progress import progress_bar
 from .release import get_release
 
 
@@ -164,7 +164,7 @@ def train(
         opt = torch.optim.Adam(sae.parameters(), lr=lr)
         warm, decay = int(0.2 * steps), int(0.4 * steps)
         silent = torch.zeros(n)
-        for step in tqdm(
+        for step in progress_bar(
             range(steps), desc="Matryoshka SAE" if matryoshka else "plain SAE", disable=not progress
         ):
             scale = min(1.0, (step + 1) / warm, (steps - step) / decay)
