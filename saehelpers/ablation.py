@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from . import hooks
+from .features import token_strings
 from .loading import check_sae_at
 from .matryoshka import _check_sae as _check_layout
 from .matryoshka import check_width, groups, latent_groups
@@ -301,7 +302,7 @@ def attribute(
         {
             "row": b.tolist(),
             "position": t.tolist(),
-            "token": [tokenizer.decode([i]) for i in tokens] if tokenizer is not None else tokens,
+            "token": token_strings(tokenizer, tokens) if tokenizer is not None else tokens,
             "feature": f.tolist(),
             **({"group": latent_groups(release)[f.cpu()].tolist()} if release is not None else {}),
             "activation": a[b, t, f].float().cpu().numpy(),
@@ -360,7 +361,7 @@ def token_changes(clean_logits, new_logits, tokenizer, n: int = 8, by: str = "pr
     ids = torch.cat([change.topk(n).indices, change.topk(n, largest=False).indices.flip(0)])
     return pd.DataFrame(
         {
-            "token": [tokenizer.decode([i]) for i in ids.tolist()],
+            "token": token_strings(tokenizer, ids.tolist()),  # a byte token reads ⟨0xE8⟩, not �
             "clean_prob": clean[ids].exp().numpy(),
             "new_prob": new[ids].exp().numpy(),
             "change": change[ids].numpy(),

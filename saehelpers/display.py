@@ -4,10 +4,12 @@ Every token and label goes through `html.escape`, so a text holding `<script>` o
 never as markup. Colours are a translucent orange laid over the page's own background, with the
 page's own text colour, so light and dark themes both stay readable; the strongest tokens get dark
 text on a near-opaque orange. Hovering a token shows its exact activation.
+`plot_label` makes a token safe for a matplotlib label (characters its font lacks as ⟨U+8B6B⟩).
 """
 
 from __future__ import annotations
 
+import functools
 import html
 
 import torch
@@ -21,6 +23,40 @@ def visible(token: str) -> str:
     return token.replace("\r", "").replace("\n", "↵").replace("\t", "⇥")
 
 
+def _font_files() -> tuple:
+    """The fonts matplotlib draws text with: one file per entry of font.family (its fallback chain)."""
+    from matplotlib import font_manager as fm
+
+    files = []
+    for family in fm.FontProperties().get_family():
+        try:
+            files.append(fm.findfont(fm.FontProperties(family=[family]), fallback_to_default=False))
+        except ValueError:  # not installed: matplotlib skips it as well
+            pass
+    return tuple(files) or (fm.findfont(fm.FontProperties()),)
+
+
+@functools.lru_cache(maxsize=16)
+def _code_points(files: tuple) -> frozenset[int]:
+    """The code points at least one of the fonts has a glyph for (cached: reading a charmap takes ms)."""
+    from matplotlib.font_manager import get_font
+
+    return frozenset().union(*(get_font(f).get_charmap() for f in files))
+
+
+def plot_label(text: str) -> str:
+    """`text` (a token, a tree label) made safe for matplotlib, which draws a missing glyph as an empty box.
+
+    Every character the configured fonts (rcParams "font.family") cannot draw becomes its code point,
+    e.g. 譫 -> ⟨U+8B6B⟩; configure a font that has the script (e.g. Noto Sans CJK) and it is drawn as
+    is. `$` is escaped so that a token never switches on mathtext. Newlines are kept.
+    """
+    have = _code_points(_font_files())
+    left, right = ("⟨", "⟩") if {0x27E8, 0x27E9} <= have else ("<", ">")
+    shown = (c if c == "\n" or ord(c) in have else f"{left}U+{ord(c):04X}{right}" for c in str(text))
+    return "".join(shown).replace("$", r"\$")
+
+
 def token_span(token: str, act: float, vmax: float, centre: bool = False, title: str | None = None) -> str:
     """One token as an HTML span, its background as strong as act / vmax; `centre` draws a box around it."""
     alpha = min(max(act / vmax, 0.0), 1.0) if vmax > 0 else 0.0
@@ -30,6 +66,9 @@ def token_span(token: str, act: float, vmax: float, centre: bool = False, title:
     if centre:
         style += "; outline: 2px solid currentColor"
     tip = f"{act:.3g}" if title is None else title
+    if not token:  # only the first bytes of a character (features.context_strings): keep its shade visible
+        style += "; display: inline-block; min-width: 0.4em"
+        tip += " (the first bytes of the next character)"
     return f'<span style="{style}" title="{html.escape(tip)}">{html.escape(visible(token))}</span>'
 
 
@@ -239,6 +278,7 @@ __all__ = [
     "highlight",
     "hist_svg",
     "hist_text",
+    "plot_label",
     "text_features",
     "text_features_html",
     "token_span",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import numbers
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -492,9 +493,48 @@ def feature_stats(
 # ---------------------------------------------------------------- one text, two sets of texts
 
 
+BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # Gemma's byte-fallback tokens, e.g. <0xE8>
+
+
+def _token_bytes(tokenizer, ids) -> list[bytes]:
+    """Each token's UTF-8 bytes: a byte-fallback token is its one byte, any other token its decoded text."""
+    ids = [int(i) for i in ids]
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    return [
+        bytes([int(m[1], 16)]) if (m := BYTE_TOKEN.fullmatch(p or "")) else tokenizer.decode([i]).encode()
+        for p, i in zip(pieces, ids)
+    ]
+
+
+def _chars(data: bytes):
+    """(text, n_bytes) per character of `data`; a byte that makes no whole character reads ⟨0xE8⟩, not �."""
+    for c in data.decode("utf-8", "surrogateescape"):  # such a byte decodes to a lone surrogate U+DC80..DCFF
+        yield (f"⟨0x{ord(c) - 0xDC00:02X}⟩", 1) if "\udc80" <= c <= "\udcff" else (c, len(c.encode()))
+
+
 def token_strings(tokenizer, ids) -> list[str]:
-    """Each token id as the text it stands for (spaces and newlines included)."""
-    return [tokenizer.decode([int(i)]) for i in ids]
+    """Each token id, on its own, as the text it stands for (spaces and newlines included).
+
+    For unrelated tokens (a logit-lens list). A byte-fallback token alone is no character, so it reads
+    ⟨0xE8⟩. For consecutive tokens of a text use `context_strings`.
+    """
+    return ["".join(c for c, _ in _chars(b)) for b in _token_bytes(tokenizer, ids)]
+
+
+def context_strings(tokenizer, ids) -> list[str]:
+    """Consecutive tokens as texts that join to the decoded text, each token's activation still its own.
+
+    Gemma spells a rare character as byte tokens (譫 = <0xE8><0xAD><0xAB>), each a � when decoded alone.
+    Here a character goes to the token holding its last byte, where the model has seen all of it; the
+    tokens before that show "". A byte whose character is cut off by the context's edge reads ⟨0xAD⟩.
+    """
+    parts = _token_bytes(tokenizer, ids)
+    owner = [t for t, b in enumerate(parts) for _ in b]  # the token each byte came from
+    out, pos = [""] * len(parts), 0
+    for text, n in _chars(b"".join(parts)):
+        pos += n
+        out[owner[pos - 1]] += text
+    return out
 
 
 def _tokenize(tokenizer, text: str, max_len: int | None = None) -> list[int]:
@@ -513,7 +553,7 @@ def encode_text(model, tokenizer, sae, layer: int, text: str) -> tuple[list[str]
     ids = torch.tensor([_tokenize(tokenizer, text)], device=model.device)
     x = hooks.resid_post(model, ids, [layer])[layer][0, 1:]
     feats = sae.encode(x.to(sae.device, sae.dtype)).float().cpu()
-    return token_strings(tokenizer, ids[0, 1:]), feats
+    return context_strings(tokenizer, ids[0, 1:]), feats
 
 
 def text_batches(tokenizer, texts, batch_size: int = 8, max_len: int = 256):
@@ -661,7 +701,7 @@ def feature_card(
 
     def with_strings(found: list[dict]) -> list[dict]:
         for e in found:
-            e["strings"] = token_strings(tokenizer, e["tokens"])
+            e["strings"] = context_strings(tokenizer, e["tokens"])
         return found
 
     count = int(stats.counts[feature])
@@ -690,6 +730,7 @@ __all__ = [
     "FeatureCard",
     "FeatureStats",
     "check_feature",
+    "context_strings",
     "contrast",
     "encode_text",
     "feature_card",

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from . import hooks, metrics
+from .display import plot_label
 from .metrics import EVAccumulator
 from .progress import progress_bar
 
@@ -356,13 +357,21 @@ def _check_parents(release, parents) -> list[int]:
 # ---------------------------------------------------------------- trees: labels, drawing, explorer
 
 
+def _centre(e: dict) -> str:
+    """An example's activating token, quoted; one holding only a character's first bytes names that character."""
+    strings = e["strings"]
+    if strings[e["centre"]]:
+        return repr(strings[e["centre"]])
+    return "part of " + repr(next((s for s in strings[e["centre"] :] if s), "?")[:1])
+
+
 def card_label(card, n: int = 3) -> str:
     """A short label for a tree node from a feature card: id, group, frequency, top tokens, logit lens."""
-    tokens = list(dict.fromkeys(e["strings"][e["centre"]] for e in card.top))[:n]
+    tokens = list(dict.fromkeys(map(_centre, card.top)))[:n]
     writes = card.logits["raises"].tolist()[:n]
     return (
         f"{card.feature} (g{card.group}, {card.frequency:.1%})\n"
-        f"on: {', '.join(map(repr, tokens)) or '-'}\n"
+        f"on: {', '.join(tokens) or '-'}\n"
         f"writes: {', '.join(map(repr, writes))}"
     )
 
@@ -402,8 +411,9 @@ def draw_tree(table: pd.DataFrame, parent: int, labels: dict | None = None, ax=N
     ax.axis("off")
 
     def node(x, y, f, colour):
-        text = "\n".join(
-            textwrap.shorten(line, width, placeholder="…") for line in labels.get(f, str(f)).splitlines()
+        text = "\n".join(  # plot_label: characters the font lacks as ⟨U+8B6B⟩, not empty boxes
+            textwrap.shorten(plot_label(line), width, placeholder="…")
+            for line in labels.get(f, str(f)).splitlines()
         )
         ax.text(x, y, text, ha="center", va="center", fontsize=8,
                 bbox=dict(boxstyle="round", fc=colour, ec="grey"))  # fmt: skip

@@ -357,6 +357,27 @@ def test_feature_card(mini, sae, small_batches):
             F.feature_card(stats, bad, model, tok, sae, rel)
 
 
+def test_characters_split_across_tokens_stay_whole_in_texts_and_cards(mini, sae):
+    from saehelpers import display, matryoshka
+
+    model, tok = mini
+    text = "(«譫/ de\n𓀀Linux"  # 譫 is three byte tokens, 𓀀 four: each a � when decoded alone
+    tokens, feats = F.encode_text(model, tok, sae, LAYER, text)
+    assert tokens == ["(", "«", "", "", "譫", "/", " de", "\n", "", "", "", "𓀀", "Linux"]
+    # a feature whose strongest token is 譫's first byte: the card's centre has no text of its own
+    f = int(torch.where(feats.argmax(0) == 2, feats.max(0).values, 0).argmax())
+    assert feats[2, f] > 0 and int(feats[:, f].argmax()) == 2
+    batches = F.text_batches(tok, [text])
+    stats = F.stream_stats(model, sae, LAYER, batches, k=4, before=20, after=20, progress=False)
+    card = F.feature_card(stats, f, model, tok, sae, get_release("mini"))
+    top = card.top[0]
+    assert top["strings"] == tokens and top["centre"] == 2 and "".join(top["strings"]) == text
+    assert top["acts"] == pytest.approx(feats[:, f].tolist(), rel=1e-4, abs=1e-5)  # still one per token
+    shown = display.card_examples(card).data + display.context_text(top)
+    assert "�" not in shown and display.context_text(top) == "(«[[]]譫/ de↵𓀀Linux"
+    assert matryoshka.card_label(card).splitlines()[1].startswith("on: part of '譫'")
+
+
 def test_explorer_prints_a_static_card_where_widgets_do_not_render(mini, sae, small_batches):
     from saehelpers.widgets import explorer
 
