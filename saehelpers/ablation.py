@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from . import hooks
+from . import hooks, lm
 from .features import token_strings
 from .loading import check_sae_at
 from .matryoshka import _check_sae as _check_layout
@@ -195,10 +195,8 @@ class Task:
 
         Unembeds the last tokens only: the unembedding (vocab x d_model) costs more than the layers.
         """
-        h = model.model(input_ids=self.input_ids, attention_mask=self.attention_mask).last_hidden_state
-        logits = model.lm_head(h[torch.arange(len(self.last)), self.last])
-        cap = getattr(model.config, "final_logit_softcapping", None)
-        return logits if cap is None else torch.tanh(logits / cap) * cap  # as the model's own forward does
+        h = lm.final_hidden(model, self.input_ids, self.attention_mask)
+        return lm.unembed(model, h[torch.arange(len(self.last)), self.last])
 
     def metric(self, logits: torch.Tensor, per_prompt: bool = False) -> torch.Tensor:
         """logit(correct) - logit(wrong) from `run`'s logits: the mean (a scalar tensor) or one per prompt."""

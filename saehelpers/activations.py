@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import hooks, metrics
+from . import hooks, lm, metrics
 from .loading import check_sae_at
 from .progress import progress_bar
 
@@ -174,7 +174,8 @@ def sae_stats(
     predictions from a kept token to a kept token (`metrics.ce_loss` with `token_mask`); KL counts
     every kept position. All sums are float64, so the result equals the same metrics on the
     concatenated tokens. (SAELens's evals also keep BOS out of the splice, but zero-ablate it.)
-    Peak memory: two [batch x seq x vocab] logits tensors in the model's dtype, plus 128 MB.
+    No [batch x seq x vocab] logits tensor is made: the unembedding runs a chunk of positions at a
+    time (`lm.next_token_losses`), so memory beyond the model is about 3 x 128 MB.
     """
     bos = _bos(model, bos_token_id)
     check_sae_at(sae, layer, model)
@@ -197,7 +198,7 @@ def sae_stats(
             continue
         k3 = keep.unsqueeze(-1)
         with hooks.capture(model, [layer]) as cap:
-            clean = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            clean = lm.final_hidden(model, ids, mask)
         x = cap[layer][keep]
         feats = sae.encode(x.to(sae.device, sae.dtype))
         ev.add(x, sae.decode(feats))
@@ -206,21 +207,21 @@ def sae_stats(
         counts += metrics.firing_counts(feats).cpu()
         del feats
 
-        ce = metrics.ce_loss(clean, ids, keep, per_token=True)
-        sums["ce_clean"] += ce.sum().item()
-        n_pred += len(ce)
-        n_pos += int(keep.sum())
         runs = {
             "spliced": lambda h, k=k3: torch.where(k, recon(h), h),
             "zero_ablated": lambda h, k=k3: h.masked_fill(k, 0.0),
         }
+        others = {}
         for name, fn in runs.items():
             with hooks.replace(model, layer, fn):
-                other = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            sums[f"ce_{name}"] += metrics.ce_loss(other, ids, keep, per_token=True).sum().item()
-            sums[f"kl_{name}"] += metrics.kl_div(clean, other, keep, per_token=True).sum().item()
-            del other
-        del clean
+                others[name] = lm.final_hidden(model, ids, mask)
+        ce_clean, ce, kl = lm.next_token_losses(model, ids, keep, clean, others)
+        sums["ce_clean"] += ce_clean.sum().item()
+        for name in runs:
+            sums[f"ce_{name}"] += ce[name].sum().item()
+            sums[f"kl_{name}"] += kl[name].sum().item()
+        n_pred += len(ce_clean)
+        n_pos += int(keep.sum())
 
     if n_pred == 0:
         raise ValueError("No tokens to measure: the batches need rows with two or more tokens after BOS.")

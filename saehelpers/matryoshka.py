@@ -18,7 +18,7 @@ import textwrap
 import pandas as pd
 import torch
 
-from . import hooks, metrics
+from . import hooks, lm, metrics
 from .display import plot_label
 from .metrics import EVAccumulator
 from .progress import progress_bar
@@ -150,7 +150,7 @@ def prefix_decode(sae, release, feature_acts, widths=None, strict: bool = True) 
 
 
 @torch.no_grad()
-def prefix_metrics(sae, release, x, widths=None, strict: bool = True, batch_size: int = 4096) -> pd.DataFrame:
+def prefix_metrics(sae, release, x, widths=None, strict: bool = True, batch_size: int = 1024) -> pd.DataFrame:
     """Explained variance, L0 and MSE of each prefix, one row per width.
 
     `x`: SAE-input activations (..., d_in), or an iterable of such batches (accumulated, so any
@@ -213,12 +213,9 @@ def prefix_loss(
         if not keep.any():
             continue
         with hooks.capture(model, [layer]) as cap:
-            clean = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            clean = lm.final_hidden(model, ids, mask)
         recons = prefix_decode(sae, release, sae.encode(cap[layer][keep].to(sae.device, sae.dtype)), widths)
-        losses = metrics.ce_loss(clean, ids, keep, per_token=True)
-        ce_clean += losses.sum().item()
-        n_pred += len(losses)
-        n_pos += int(keep.sum())
+        others = {}
         for w, r in recons.items():
 
             def splice(h, r=r, keep=keep):
@@ -227,11 +224,14 @@ def prefix_loss(
                 return h
 
             with hooks.replace(model, layer, splice):
-                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            ce[w] += metrics.ce_loss(logits, ids, keep, per_token=True).sum().item()
-            kl[w] += metrics.kl_div(clean, logits, keep, per_token=True).sum().item()
-            del logits
-        del clean
+                others[w] = lm.final_hidden(model, ids, mask)
+        losses, ce_w, kl_w = lm.next_token_losses(model, ids, keep, clean, others)
+        ce_clean += losses.sum().item()
+        n_pred += len(losses)
+        n_pos += int(keep.sum())
+        for w in widths:
+            ce[w] += ce_w[w].sum().item()
+            kl[w] += kl_w[w].sum().item()
     if n_pred == 0:
         raise ValueError("No predictions to score: the batches need rows with two or more tokens after BOS.")
     rows = [

@@ -21,7 +21,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from . import hooks, metrics
+from . import hooks, lm
 from .features import lens_logits
 from .loading import check_sae_at
 
@@ -138,6 +138,24 @@ def _seeded(seed):
         yield
 
 
+@contextmanager
+def _contiguous_unembed(model):
+    """Make the unembedding's input contiguous while `generate` runs.
+
+    For the prompt, transformers unembeds only the last position, a [batch, 1, d_model] slice that
+    keeps the prompt's strides; torch's matmul then expands the [vocab, d_model] weight to
+    [batch, d_model, vocab] and copies it: on the mini model 1 GB and about 2 s per `generate`
+    call. A contiguous input takes the plain matrix product.
+    """
+    handle = model.get_output_embeddings().register_forward_pre_hook(
+        lambda module, args: (args[0].contiguous(), *args[1:])
+    )
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -170,7 +188,7 @@ def generate(
         )
     else:
         sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
-    with _seeded(seed if do_sample else None):
+    with _seeded(seed if do_sample else None), _contiguous_unembed(model):
         out = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
@@ -228,9 +246,12 @@ def read_back(model, tokenizer, sae, layer: int, features, prompts, texts):
     ids_f = [check_feature(sae, f) for f in (features if many else [features])]
     ids, mask, new = _read(tokenizer, prompts, texts, model.device)
     with hooks.capture(model, [layer]) as acts:
-        logits = model(input_ids=ids, attention_mask=mask).logits
+        hidden = lm.final_hidden(model, ids, mask)
     acts_f = sae.encode(acts[layer][new].to(sae.device, sae.dtype))[:, ids_f].float().mean(0).tolist()
-    loss = metrics.ce_loss(logits, ids, _predicting_new(new) | new)  # from the last prompt token on
+    losses = lm.next_token_losses(model, ids, _predicting_new(new) | new, hidden)[0]  # from the last prompt token on
+    if len(losses) == 0:
+        raise ValueError("No prediction to score: give texts with at least one token.")
+    loss = losses.mean().item()
     return (acts_f if many else acts_f[0]), loss
 
 
@@ -243,7 +264,7 @@ def lens_probability(model, tokenizer, prompts, texts, token_ids) -> float:
     """
     ids, mask, new = _read(tokenizer, prompts, texts, model.device)
     pred = _predicting_new(new)
-    logits = model(input_ids=ids, attention_mask=mask).logits[pred].float()  # [n, vocab]
+    logits = lm.unembed(model, lm.final_hidden(model, ids, mask)[pred]).float()  # [n, vocab], only where needed
     token_ids = torch.as_tensor(token_ids, device=logits.device)
     return (logits[:, token_ids].logsumexp(-1) - logits.logsumexp(-1)).exp().mean().item()
 

@@ -21,7 +21,8 @@ def test_bad_device(bad):
 
 def test_device_and_dtype_defaults():
     assert loading.pick_device("cpu") == "cpu"
-    assert loading.pick_dtype(None, "cpu") == torch.float32
+    want = torch.bfloat16 if loading.cpu_has_bf16() else torch.float32
+    assert loading.pick_dtype(None, "cpu") == want
     assert loading.pick_dtype(None, "cuda") == torch.bfloat16
     assert loading.pick_dtype("bfloat16", "cpu") == torch.bfloat16
     assert loading.pick_dtype("torch.float16", "cpu") == torch.float16
@@ -51,11 +52,11 @@ def test_memory_guard_refuses_before_loading(monkeypatch):
 
 def test_mini_model_is_a_plain_cached_model(mini):
     model, tok = mini
-    path = loading.mini_model_dir()
+    path = loading.mini_model_dir(model.dtype)
     cfg = json.loads((path / "config.json").read_text())
     assert "quantization_config" not in cfg  # saved as a plain model, not as a GGUF-quantized one
     assert cfg["hidden_size"] == 640 and cfg["num_hidden_layers"] == 18
-    assert model.dtype == torch.float32 and not model.training
+    assert model.dtype == loading.pick_dtype(None, "cpu") and not model.training
     assert not any(p.requires_grad for p in model.parameters())
     assert tok.bos_token_id == 2 and tok("hi").input_ids[0] == 2
     assert len(tok) == model.config.vocab_size == 262144
