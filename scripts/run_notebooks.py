@@ -1,0 +1,100 @@
+"""Run notebooks top to bottom in a fresh kernel each, as a learner would, and report what they printed.
+
+Used by the test suite (tests/test_notebooks_run.py) and by benchmarks/bench_memory.py. Per notebook:
+errors, anything written to stderr (warnings, stray progress bars: a learner sees them as pink
+blocks), wall time and the kernel's peak resident memory (VmHWM, what Binder's 2 GB limit is
+about). The executed copy is saved under .cache/executed/ (ignored by git) to be read afterwards.
+
+    python scripts/run_notebooks.py [notebooks/00_quickstart.ipynb ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+EXECUTED = ROOT / ".cache" / "executed"
+CELL_TIMEOUT = 900  # seconds per cell; a loaded 2-core machine runs the longest cells in minutes
+
+
+@dataclass
+class Run:
+    path: Path
+    seconds: float = 0.0
+    peak_mb: float = 0.0  # the kernel process's VmHWM
+    errors: list[str] = field(default_factory=list)  # "cell N: ename: evalue"
+    stderr: list[str] = field(default_factory=list)  # "cell N: text"
+    cell_seconds: list[float] = field(default_factory=list)
+    cell_peak_mb: list[float] = field(default_factory=list)  # VmHWM after each cell: which cell set the peak
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.stderr
+
+
+def _peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(path: Path, timeout: int = CELL_TIMEOUT, save: bool = True) -> Run:
+    """Execute `path` in a fresh python3 kernel started in notebooks/; never raises for a failing cell."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No notebook at {path}: give a path such as notebooks/00_quickstart.ipynb.")
+    nb = nbformat.read(path, as_version=4)
+    result = Run(path)
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
+    start = time.perf_counter()
+    with client.setup_kernel():
+        pid = client.km.provisioner.process.pid
+        for i, cell in enumerate(nb.cells):
+            t = time.perf_counter()
+            try:
+                client.execute_cell(cell, i)
+            except Exception as e:  # CellExecutionError, or a timeout: stop here as Jupyter's "run all" does
+                result.errors.append(f"cell {i}: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}")
+                break
+            finally:
+                result.cell_seconds.append(time.perf_counter() - t)
+                result.cell_peak_mb.append(_peak_mb(pid))
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                    result.stderr.append(f"cell {i}: {out['text'].strip()[:300]}")
+        result.peak_mb = _peak_mb(pid)
+    result.seconds = time.perf_counter() - start
+    if save:
+        EXECUTED.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, EXECUTED / path.name)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="*", type=Path, help="notebooks (default: all numbered ones)")
+    args = parser.parse_args(argv)
+    paths = args.paths or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    bad = 0
+    for p in paths:
+        r = run(p)
+        bad += not r.ok
+        print(f"{p.name:<32} {r.seconds:7.1f} s  peak {r.peak_mb:7.0f} MB  {'ok' if r.ok else 'FAILED'}")
+        for line in r.errors + r.stderr:
+            print("    " + line)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
