@@ -285,3 +285,16 @@ __all__ = [
     "tokens_html",
     "visible",
 ]
+
+
+class Static:
+    """HTML with a plain-text twin: what an explorer shows where widgets do not render (see `widgets.enabled`)."""
+
+    def __init__(self, html_text: str, text: str):
+        self.html, self.text = html_text, text
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return self.text

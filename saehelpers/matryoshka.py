@@ -12,6 +12,7 @@ mean (SAELens's current formula); `ev_zero` is 1 - SSE / sum ||x||^2, about zero
 
 from __future__ import annotations
 
+import html
 import numbers
 import textwrap
 
@@ -19,7 +20,7 @@ import pandas as pd
 import torch
 
 from . import hooks, lm, metrics
-from .display import plot_label
+from .display import Static, plot_label
 from .metrics import EVAccumulator
 from .progress import progress_bar
 
@@ -465,6 +466,15 @@ def tree_explorer(table: pd.DataFrame, labels: dict | None = None, details: dict
             bundle["text/plain"] = text(box.value)  # what viewers without widgets show
             return bundle
 
+    from .widgets import enabled
+
+    if not enabled():  # every parent's tree as text, the first one also drawn
+        fig, ax = plt.subplots(figsize=(max(6, 2.6 * len(table[table.parent == parents[0]])), 3.6))
+        draw_tree(table, parents[0], labels, ax)
+        plt.show()
+        texts = [text(p) for p in parents]
+        body = "".join(f"<pre>{html.escape(t)}</pre>" for t in texts)
+        return Static(f"<p><i>Static view: the trees of all {len(parents)} parents.</i></p>{body}", "\n\n".join(texts))
     box.observe(show, names="value")
     show()
     return TreeExplorer([box, out])

@@ -362,11 +362,13 @@ def panel(model, tokenizer, preset, layer, feature, coef, prompt, max_new_tokens
         )
 
     print(run(layer, feature, coef, prompt))  # the static result, for viewers without widgets
-    try:
-        import ipywidgets as w
-        from IPython.display import display
-    except ImportError:
+    from .widgets import enabled
+
+    if not enabled():
         return
+    import ipywidgets as w
+    from IPython.display import display
+
     boxes = dict(
         layer=w.Dropdown(options=list(release.layers), value=layer, description="layer"),
         feature=w.BoundedIntText(value=feature, min=0, max=release.d_sae - 1, description="feature"),

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import html
+import os
+
 import ipywidgets as W
 from IPython.display import clear_output, display
 
 from . import features
-from .display import highlight, visible
+from .display import Static, highlight, tokens_html, visible
 from .loading import load_sae
+
+ENV = "SAEHELPERS_WIDGETS"
+
+
+def enabled() -> bool:
+    """Whether explorers draw ipywidgets: ipywidgets 8 or newer, and $SAEHELPERS_WIDGETS is not "0".
+
+    Colab ships ipywidgets 7, which its front end renders only for 7's own widget models, and a saved
+    notebook or GitHub's viewer renders none; there the explorers show the same facts as static HTML.
+    """
+    major = int(W.__version__.split(".")[0])
+    return major >= 8 and os.environ.get(ENV, "1") != "0"
 
 
 class Explorer(W.VBox):
@@ -84,14 +99,29 @@ class Explorer(W.VBox):
         return bundle
 
 
-def explorer(
-    model, tokenizer, release, layer, feature=0, text="", sae=None, stats=None, **stats_kwargs
-) -> Explorer:
+def explorer(model, tokenizer, release, layer, feature=0, text="", sae=None, stats=None, **stats_kwargs):
     """An `Explorer` starting at (layer, feature); pass the `sae` and `stats` you already have for that layer.
 
     stats_kwargs go to `features.feature_stats` when another layer is chosen (e.g. n_tokens=...).
+    Where widgets are not `enabled()`, the same card (and the typed text's activations) as static HTML.
     """
-    return Explorer(model, tokenizer, release, layer, feature, text, sae, stats, **stats_kwargs)
+    if enabled():
+        return Explorer(model, tokenizer, release, layer, feature, text, sae, stats, **stats_kwargs)
+    layer, feature = release.check_layer(layer), features.check_feature(feature, release.d_sae)
+    sae = load_sae(layer, release.name, device=model.device) if sae is None else sae
+    if stats is None:
+        stats = features.feature_stats(model, tokenizer, sae, layer, release.name, **stats_kwargs)
+    card = features.feature_card(stats, feature, model, tokenizer, sae, release)
+    parts, lines = [], []
+    if text:
+        tokens, feats = features.encode_text(model, tokenizer, sae, layer, text)
+        acts = feats[:, feature].tolist()
+        parts.append(f"<p>On your text, feature {feature}:</p>" + tokens_html(tokens, acts))
+        lines += [f"On your text, feature {feature}: ", "  " + "".join(
+            visible(t) + (f"({a:.3g})" if a else "") for t, a in zip(tokens, acts))]  # fmt: skip
+    note = (f"<p><i>Static view (widgets off: ipywidgets {html.escape(W.__version__)}, {ENV}="
+            f"{html.escape(os.environ.get(ENV, '1'))}); call explorer(...) with another layer or feature to see it.</i></p>")  # fmt: skip
+    return Static(note + "".join(parts) + card._repr_html_(), "\n".join([*lines, str(card)]))
 
 
 __all__ = ["Explorer", "explorer"]

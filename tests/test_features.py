@@ -237,7 +237,7 @@ def sae(mini):
     ids = tok(
         "The quick brown fox jumps over the lazy dog. def f(x): return x + 1", return_tensors="pt"
     ).input_ids
-    x = hooks.resid_post(model, ids, [LAYER])[LAYER][0, 1:]
+    x = hooks.resid_post(model, ids, [LAYER])[LAYER][0, 1:].float()
     sae.threshold.copy_((x @ sae.W_enc + sae.b_enc).quantile(0.98, dim=0).clamp_min(1e-3))
     return sae
 
@@ -398,3 +398,29 @@ def test_explorer_prints_a_static_card_where_widgets_do_not_render(mini, sae, sm
         explorer(model, tok, rel, 3, f, sae=sae, stats=stats)
     with pytest.raises(ValueError, match=rf"0\.\.{rel.d_sae - 1}"):
         explorer(model, tok, rel, LAYER, rel.d_sae, sae=sae, stats=stats)
+
+
+@pytest.mark.parametrize("how", ["ipywidgets 7", "SAEHELPERS_WIDGETS=0"])
+def test_explorer_falls_back_to_static_html_with_the_same_facts(mini, sae, small_batches, monkeypatch, how):
+    import ipywidgets
+
+    from saehelpers import widgets
+    from saehelpers.display import Static
+
+    model, tok = mini
+    rel = get_release("mini")
+    stats = F.stream_stats(model, sae, LAYER, small_batches, k=4, progress=False)
+    f = int(stats.counts.topk(1).indices)
+    assert widgets.enabled()
+    live = widgets.explorer(model, tok, rel, LAYER, f, text="Hello <world>", sae=sae, stats=stats)
+    if how == "ipywidgets 7":
+        monkeypatch.setattr(ipywidgets, "__version__", "7.7.1")  # Colab's
+    else:
+        monkeypatch.setenv("SAEHELPERS_WIDGETS", "0")
+    assert not widgets.enabled()
+    static = widgets.explorer(model, tok, rel, LAYER, f, text="Hello <world>", sae=sae, stats=stats)
+    assert isinstance(static, Static)
+    assert repr(static) == live.static()  # the same card and text activations as the widget's text view
+    page = static._repr_html_()
+    assert f"feature {f}" in page and "Static view" in page and "On your text" in page
+    assert "&lt;" in page and "<world>" not in page  # the typed text stays text

@@ -1,5 +1,6 @@
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 import torch
 from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
@@ -309,3 +310,28 @@ def test_prefix_loss_full_width_matches_a_plain_splice(mini_model):
     assert table.kl.iloc[0] > table.kl.iloc[-1] >= 0  # the smallest prefix distorts the predictions most
     with pytest.raises(ValueError, match="No prefix widths given"):
         mt.prefix_loss(model, sae, rel, layer, [batch], widths=[])
+
+
+def test_tree_explorer_without_widgets_shows_every_parents_tree(monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from saehelpers.display import Static
+
+    table = pd.DataFrame(
+        {
+            "parent": [0, 0, 5],
+            "child": [7, 9, 11],
+            "cosine": [0.5, 0.4, 0.6],
+            "p_parent_given_child": [0.9, 0.8, 0.95],
+            "p_child_given_parent": [0.2, 0.1, 0.3],
+        }
+    )
+    labels = {0: "zero <b>", 5: "five", 7: "seven", 9: "nine", 11: "eleven"}
+    monkeypatch.setenv("SAEHELPERS_WIDGETS", "0")
+    view = mt.tree_explorer(table, labels, {11: "details of eleven"})
+    assert isinstance(view, Static)
+    assert repr(view) == "\n\n".join(
+        [mt.tree_text(table, 0, labels), mt.tree_text(table, 5, labels) + "\n\ndetails of eleven"]
+    )
+    assert "zero &lt;b&gt;" in view._repr_html_() and "all 2 parents" in view._repr_html_()

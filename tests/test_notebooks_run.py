@@ -6,6 +6,7 @@ under .cache/executed/ for reading; `python scripts/run_notebooks.py` runs the s
 """
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
 runner = importlib.util.module_from_spec(spec)
+sys.modules["run_notebooks"] = runner  # dataclasses look their module up there
 spec.loader.exec_module(runner)
 
 
