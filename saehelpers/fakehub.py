@@ -15,7 +15,8 @@ nothing, only shapes, dtypes, names and config formats are faithful.
   `blocks.{L}.hook_resid_post/{cfg.json, sae_weights.safetensors, sparsity.safetensors}`.
   cfg.json is in the pre-6.0 (SAELens 5.x) format the release was saved in; SAELens 6
   recognises it by the missing `sae_lens_version` and converts it (`handle_pre_6_0_config`).
-  Batch-top-k SAEs are saved for inference as JumpReLU: W_enc, W_dec, b_enc, b_dec, threshold.
+  Batch-top-k SAEs are saved for inference as JumpReLU: W_enc, W_dec, b_enc, b_dec, threshold
+  (one value repeated for every latent: the batch-top-k threshold).
 - Model repo `google/gemma-3-1b-pt`: the real config.json / generation_config.json, the
   Gemma 3 tokenizer (taken from the mini stand-in, same tokenizer), and a bfloat16
   `model.safetensors` with Gemma3ForCausalLM's exact parameter names (tied embeddings).
@@ -40,7 +41,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 # Bump when anything written changes (layout, cfg keys, init): caches of an older version are rebuilt.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: one shared threshold, as SAELens saves batch-top-k SAEs
 
 SAE_REPO = "chanind/gemma-3-1b-batch-topk-matryoshka-saes-w-32k-l0-40"
 MODEL_REPO = "google/gemma-3-1b-pt"
@@ -165,8 +166,10 @@ def sae_tensors(layer: int, seed: int = 0) -> dict:
 
     W_dec rows have unit norm; W_enc = W_dec.T (the usual SAE init). For an input of norm r in
     a random direction, each pre-activation is ~N(0, r^2/d), so a threshold of z * r / sqrt(d)
-    lets a fraction P(N(0,1) > z) through: z is chosen for about TARGET_L0 active latents,
-    jittered per latent so thresholds are a real per-latent tensor.
+    lets a fraction P(N(0,1) > z) through: z is chosen for about TARGET_L0 active latents.
+    One value for every latent, as SAELens saves a batch-top-k SAE for inference:
+    `threshold = torch.ones_like(b_enc) * topk_threshold` (sae_lens/saes/batchtopk_sae.py,
+    `process_state_dict_for_saving_inference`).
     """
     import torch
 
@@ -178,7 +181,7 @@ def sae_tensors(layer: int, seed: int = 0) -> dict:
     b_dec = 0.01 * torch.randn(D_MODEL, generator=g)
     z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1 - TARGET_L0 / D_SAE)).item()
     scale = expected_resid_norm(layer) / math.sqrt(D_MODEL)
-    threshold = scale * (z + 0.1 * torch.randn(D_SAE, generator=g)).clamp_min(0.5)
+    threshold = torch.ones(D_SAE) * (scale * z)
     return {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec, "threshold": threshold}
 
 

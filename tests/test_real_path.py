@@ -85,6 +85,7 @@ out["sae"] = {{
     "d_sae": sae.cfg.d_sae, "hook_name": sae.cfg.metadata.hook_name, "model_name": sae.cfg.metadata.model_name,
     "dtype": str(sae.W_dec.dtype), "W_dec_row_norms": [sae.W_dec.norm(dim=1).min().item(), sae.W_dec.norm(dim=1).max().item()],
     "digests": {{k: tensor_digest(getattr(sae, k)) for k in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold")}},
+    "threshold_distinct": sae.threshold.unique().numel(),
 }}
 _, cfg_dict, sparsity = SAE.from_pretrained_with_cfg_and_sparsity(release, sae_id, device="cpu")
 out["cfg_dict"] = cfg_dict
@@ -198,6 +199,12 @@ def test_cfg_json_is_pre_6_0_and_converts(fake_hub, raw):
     assert "hook_layer" not in converted and "hook_layer" not in converted["metadata"]  # dropped in 6.x
 
 
+def test_sae_threshold_is_shared_like_saelens_saves_batch_topk():
+    # sae_lens/saes/batchtopk_sae.py: state_dict["threshold"] = torch.ones_like(self.b_enc) * topk_threshold
+    t = fakehub.sae_tensors(0)["threshold"]
+    assert t.shape == (fakehub.D_SAE,) and t.unique().numel() == 1 and t[0] > 0
+
+
 def test_build_is_incremental_and_versioned(tmp_path, monkeypatch):
     # The bookkeeping only: the heavy writers are replaced by counters.
     calls = []
@@ -236,6 +243,8 @@ def test_sae_from_pretrained(raw, fake_hub):
     assert sae["digests"]["W_dec"]["shape"] == [32768, 1152]
     assert sae["digests"]["W_enc"]["shape"] == [1152, 32768]
     assert sae["W_dec_row_norms"] == pytest.approx([1.0, 1.0], abs=1e-5)
+    # SAELens saves a batch-top-k SAE with one threshold for all latents (ones(d_sae) * topk_threshold).
+    assert sae["threshold_distinct"] == 1
     written = fakehub.read_manifest(fake_hub)["sae_layers"][str(LAYER)]
     for name, digest in sae["digests"].items():
         assert digest == approx_digest(written[name]), name
@@ -302,7 +311,9 @@ def test_saehelpers_loaders_use_the_real_calls(helpers, fake_hub):
     assert helpers["choice"]["name"] == "gemma-3-1b"  # config.json in the offline cache = reachable
     m = helpers["model"]
     assert m["class"] == "Gemma3ForCausalLM" and m["hidden_size"] == 1152
-    assert m["dtype"] == "torch.float32" and not m["training"]  # CPU default, eval mode
+    from saehelpers.loading import pick_dtype
+
+    assert m["dtype"] == str(pick_dtype(None, "cpu")) and not m["training"]  # the CPU default, eval mode
     assert helpers["ids"] == PROMPT_IDS
     s = helpers["sae"]
     assert s["d_sae"] == 32768 and s["hook_name"] == f"blocks.{LAYER}.hook_resid_post"

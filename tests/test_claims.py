@@ -1,0 +1,262 @@
+"""The notebooks' sentences about numbers, checked on the mini preset with the same helpers the cells use.
+
+Each test computes the figure a sentence talks about and asserts its direction, so a rebuild of the
+mini SAEs that breaks a lesson's claim fails here.
+"""
+
+import pytest
+import torch
+
+import saehelpers
+from saehelpers import get_release, hooks, matryoshka
+from saehelpers.metrics import explained_variance
+
+SENTENCE = "The Eiffel Tower is in Paris, and the Colosseum is in Rome."  # notebook 00's
+
+
+def test_00_prefix_ev_rises_with_every_group_and_about_zero_stays_positive(mini):
+    """00: "Explained variance rises with every group"; "about="zero" ... stays positive"."""
+    model, tok = mini
+    rel = get_release("mini")
+    layer = rel.layers[len(rel.layers) // 2]
+    sae = saehelpers.load_sae(layer, "mini")
+    ids = tok(SENTENCE, return_tensors="pt").input_ids
+    x = hooks.resid_post(model, ids, [layer])[layer][0, 1:]
+    table = matryoshka.prefix_metrics(sae, rel, x.to(sae.dtype))
+    assert table.ev_mean.is_monotonic_increasing and table.ev_mean.diff().iloc[1:].gt(0).all()
+    assert (table.ev_zero > 0).all()
+    # The cell's own way (mask latents >= w, sae.decode) gives the same numbers.
+    with torch.no_grad():
+        f = sae.encode(x.to(sae.dtype))
+        for w, want in zip(rel.matryoshka_widths, table.ev_mean):
+            f_w = f.clone()
+            f_w[:, w:] = 0
+            assert abs(explained_variance(x, sae.decode(f_w), about="mean") - want) < 0.02
+
+
+# ---------------------------------------------------------------- 01: loading every layer
+
+
+def _heldout(tok, n_batches=1, batch_size=2, seq_len=48):
+    from saehelpers.text import token_batches
+
+    return list(
+        token_batches(
+            tok, "mini", batch_size=batch_size, seq_len=seq_len, n_batches=n_batches, split="heldout"
+        )
+    )
+
+
+def _kept_resid(model, tok, batch, layers):
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    keep = saehelpers.metrics.token_mask(ids, mask, tok.bos_token_id)
+    acts = hooks.resid_post(model, ids, list(layers), mask)
+    return {layer: acts[layer][keep] for layer in layers}
+
+
+def test_01_one_shared_threshold_and_l0_counts_preacts_above_it(mini):
+    """01: "one threshold θ, shared by every latent"; "L0 = pre-activations above θ"; "k is an average, not a cap"."""
+    model, tok = mini
+    rel = get_release("mini")
+    ids = tok(SENTENCE, return_tensors="pt").input_ids
+    acts = hooks.resid_post(model, ids, list(rel.layers))
+    l0s = []
+    for layer in rel.layers:
+        sae = saehelpers.load_sae(layer, "mini")
+        assert sae.threshold.unique().numel() == 1
+        x = acts[layer][0, 1:].to(sae.dtype)
+        with torch.no_grad():
+            pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+            l0 = (pre > sae.threshold[0]).sum(-1)
+            assert torch.equal(l0, (sae.encode(x) != 0).sum(-1))
+        l0s.append(l0)
+    l0 = torch.cat(l0s)
+    assert l0.min() < rel.k < l0.max()
+
+
+def test_01_decoder_rows_are_not_unit_norm_and_grow_with_the_residual_scale(mini):
+    """01: the mini SAEs' decoder rows "are far from norm 1"; they "carry the residual stream's scale"."""
+    model, tok = mini
+    rel = get_release("mini")
+    ids = tok(SENTENCE, return_tensors="pt").input_ids
+    acts = hooks.resid_post(model, ids, list(rel.layers))
+    dec, resid = [], []
+    for layer in rel.layers:
+        norms = saehelpers.load_sae(layer, "mini").W_dec.float().norm(dim=-1)
+        assert norms.min() > 2 and norms.max() > 2 * norms.min()  # far from 1, and not flat
+        dec.append(norms.median().item())
+        resid.append(acts[layer][0, 1:].float().norm(dim=-1).median().item())
+    assert dec == sorted(dec) and resid == sorted(resid)
+
+
+def test_01_ev_best_at_first_layer_and_delta_loss_does_not_follow_it(mini):
+    """01: EV "highest at the first SAE layer, every later one keeps less"; delta loss "does not mirror EV"
+    (the best-EV layer is not the cheapest to splice); CE recovered high at every layer while delta loss is
+    positive at every layer and large at some; about-zero EV above about-the-mean EV."""
+    from saehelpers import lm
+    from saehelpers.metrics import EVAccumulator, ce_loss_recovered
+
+    model, tok = mini
+    rel = get_release("mini")
+    (batch,) = _heldout(tok)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    keep = saehelpers.metrics.token_mask(ids, mask, tok.bos_token_id)
+    k3 = keep.unsqueeze(-1)
+    with hooks.capture(model, list(rel.layers)) as cap:
+        clean = lm.final_hidden(model, ids, mask)
+    ev, delta, recovered = {}, {}, {}
+    for layer in rel.layers:
+        sae = saehelpers.load_sae(layer, "mini")
+        x = cap[layer][keep]
+        acc = EVAccumulator()
+        with torch.no_grad():
+            acc.add(x, sae.decode(sae.encode(x.to(sae.dtype))))
+        ev[layer] = acc.value("mean")
+        assert acc.value("zero") > ev[layer]
+
+        def recon(h, k=k3, sae=sae):
+            return torch.where(k, sae.decode(sae.encode(h.to(sae.dtype))).to(h.dtype), h)
+
+        others = {}
+        for name, fn in {"spliced": recon, "zero": lambda h, k=k3: h.masked_fill(k, 0.0)}.items():
+            with hooks.replace(model, layer, fn):
+                others[name] = lm.final_hidden(model, ids, mask)
+        ce_clean, ce, _ = lm.next_token_losses(model, ids, keep, clean, others)
+        c, s, z = ce_clean.mean().item(), ce["spliced"].mean().item(), ce["zero"].mean().item()
+        delta[layer], recovered[layer] = s - c, ce_loss_recovered(c, s, z)
+    first = rel.layers[0]
+    assert all(ev[first] > ev[layer] for layer in rel.layers[1:])
+    assert min(delta, key=delta.get) != max(ev, key=ev.get)
+    assert all(recovered[layer] > 0.9 and delta[layer] > 0 for layer in rel.layers), (recovered, delta)
+    assert max(delta.values()) > 0.5
+
+
+def test_01_card_ev_falls_at_every_step_from_the_middle_layers():
+    """01: on the real release the card's EV "falls at every step from the middle layers to the last"."""
+    from saehelpers.release import CARD_EXPLAINED_VARIANCE as card
+
+    tail = card[len(card) // 2 :]
+    assert all(a > b for a, b in zip(tail, tail[1:]))
+
+
+def test_01_dead_fraction_falls_with_more_tokens_and_two_samples_disagree(mini):
+    """01: "dead" means "did not fire on these tokens": it falls as the sample grows; two samples of the
+    notebook's size "already disagree in the second decimal" of EV."""
+    model, tok = mini
+    rel = get_release("mini")
+    layer = rel.layers[len(rel.layers) // 2]
+    sae = saehelpers.load_sae(layer, "mini")
+    fired, evs = [], []
+    for batch in _heldout(tok, n_batches=2, batch_size=4, seq_len=64):  # the notebook's sample
+        x = _kept_resid(model, tok, batch, [layer])[layer]
+        with torch.no_grad():
+            f = sae.encode(x.to(sae.dtype))
+            evs.append(explained_variance(x, sae.decode(f)))
+        fired.append((f != 0).any(0))
+    dead_one, dead_both = 1 - fired[0].float().mean(), 1 - (fired[0] | fired[1]).float().mean()
+    assert dead_one > dead_both > 0.2
+    assert abs(evs[0] - evs[1]) > 0.005
+
+
+def test_01_rss_jumps_at_the_first_forward_pass_not_at_loading():
+    """01: the weights are memory-mapped: RSS after loading < libraries + weights; the first forward pass adds them."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import json, psutil, torch, saehelpers
+from saehelpers.activations import memory_report
+rss = lambda: psutil.Process().memory_info().rss / 2**20
+before = rss()
+model, tok = saehelpers.load_model("mini")
+loaded, weights = rss(), memory_report(model=model)["model weights"]
+with torch.no_grad():
+    model(tok("Hello there, how are you today?", return_tensors="pt").input_ids)
+print(json.dumps({"before": before, "loaded": loaded, "weights": weights, "after": rss()}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "SAEHELPERS_PRESET"} | {"HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["loaded"] < r["before"] + r["weights"]
+    assert r["after"] - r["loaded"] > 0.5 * r["weights"]
+
+
+def test_01_iter_saes_frees_each_sae_so_memory_stays_flat():
+    """01: "after that the line stays flat": iter_saes frees each SAE when the loop moves on."""
+    import psutil
+
+    from saehelpers.activations import memory_report
+
+    seen, rss = [], []
+    for _, sae in saehelpers.iter_saes(preset="mini"):
+        assert all(s.W_dec.device.type == "meta" for s in seen)
+        seen.append(sae)
+        rss.append(psutil.Process().memory_info().rss / 2**20)
+        sae_mb = memory_report(sae=sae)["SAE weights"]
+    assert all(s.W_dec.device.type == "meta" for s in seen)
+    assert rss[-1] - rss[0] < (len(rss) - 1) * sae_mb
+
+
+# ---------------------------------------------------------------- 06: the toy hierarchy
+
+
+@pytest.fixture(scope="module")
+def toy06():
+    """Notebook 06's world and SAEs (make_toy(seed=0), train(seed=1)): ~15-30 s on 2 cores, once per module."""
+    from saehelpers import toy
+
+    world = toy.make_toy(seed=0)
+    feats, x = world.sample(20000, seed=123)
+    saes = {m: toy.train(world, m, seed=1, progress=False) for m in (False, True)}
+    tables = {
+        "plain": toy.absorption(saes[False], world, feats, x, toy.layout(world, matryoshka=False)),
+        "Matryoshka": toy.absorption(saes[True], world, feats, x, toy.layout(world)),
+    }
+    return world, feats, x, saes, tables
+
+
+def test_06_matryoshka_avoids_absorption_only_for_first_group_parents(toy06):
+    """06: first-group parents: absorption ~0, cosine below 1 (hedging), purer children than the plain SAE where the
+    plain SAE absorbed the parent; a later-group parent is absorbed, and for it the plain SAE's children are purer."""
+    world, feats, x, saes, t = toy06
+    plain, nested = t["plain"], t["Matryoshka"]
+    assert nested.absorption.mean() < plain.absorption.mean()
+    first, later = nested[nested.group == 0], nested[nested.group > 0]
+    assert len(first) >= 1 and (first.absorption < 0.02).all() and (first.cosine < 0.98).all()
+    assert (plain.absorption > 0.1).any()  # "some parent latents stay silent"
+    for p in first.index:
+        if plain.absorption[p] > 0.1:
+            assert nested.child_cosine[p] > plain.child_cosine[p]
+    for (
+        p
+    ) in later.index:  # "then absorbed as in the plain SAE"; the right plot turns around where plain kept it
+        assert nested.absorption[p] > 0.1
+        if plain.absorption[p] < 0.02:
+            assert plain.child_cosine[p] > nested.child_cosine[p]
+
+
+def test_06_hierarchy_misses_absorbed_families_and_mostly_finds_first_group_ones(toy06):
+    """06: "does not recover every planted family"; a later-group parent gets no children; a first-group parent's
+    found children are mostly its true children."""
+    from saehelpers import toy
+
+    world, feats, x, saes, _ = toy06
+    sae, rel = saes[True], toy.layout(world)
+    best = toy.match(sae, world)
+    found = matryoshka.hierarchy(
+        sae, rel, sae.encode(x), top_k=len(world.children[0]), min_cosine=-1, sort_by="p_parent_given_child"
+    )
+    recovered = 0
+    for p in world.parents:
+        latent = int(best.latent[p])
+        truth = set(best.latent[world.children[p]].tolist())
+        got = set(found[found.parent == latent].child.tolist())
+        recovered += truth == got
+        if rel.group_of(latent) > 0:
+            assert not got
+        else:
+            assert len(truth & got) >= 2
+            assert (found[found.parent == latent].p_parent_given_child > 0.5).all()  # "fires mostly together"
+    assert recovered < len(world.parents)
