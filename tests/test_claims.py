@@ -260,3 +260,72 @@ def test_06_hierarchy_misses_absorbed_families_and_mostly_finds_first_group_ones
             assert len(truth & got) >= 2
             assert (found[found.parent == latent].p_parent_given_child > 0.5).all()  # "fires mostly together"
     assert recovered < len(world.parents)
+
+
+# ---------------------------------------------------------------- 04: ablation
+
+ITEMS_04 = [  # notebook 04's task
+    ("The capital of France is the city of", " Paris", " London"),
+    ("The capital of Japan is", " Tokyo", " Beijing"),
+    ("x = (a + b", ")", "]"),
+    ("if (x > 0", ")", "]"),
+    ("1, 2, 3, 4, ", "5", "6"),
+    ("2, 3, 4, 5, 6, ", "7", "8"),
+]
+
+
+@pytest.fixture(scope="module")
+def task04(mini):
+    from saehelpers import ablation
+
+    model, tok = mini
+    rel = get_release("mini")
+    task = ablation.make_task(tok, ITEMS_04, device=model.device)
+    layer = rel.layers[len(rel.layers) * 3 // 4]
+    return model, tok, rel, task, layer, saehelpers.load_sae(layer, "mini")
+
+
+def test_04_set_ablation_costs_less_than_the_sum_of_single_effects(task04):
+    """04: "the measured line follows the dashed one for the first features and then stays above it": removed
+    together, the candidates cost less than their single effects add up to."""
+    from saehelpers import ablation
+
+    model, tok, rel, task, layer, sae = task04
+    with torch.no_grad(), hooks.capture(model, [layer]) as acts:
+        clean = task.metric(task.run(model)).item()
+    a = sae.encode(acts[layer].to(sae.dtype))
+    at_last = a[torch.arange(len(ITEMS_04)), task.last]
+    candidates = at_last.sum(0).topk(6).indices.tolist()
+    zero = ablation.true_effects(model, sae, layer, task, candidates, progress=False)["effect"]
+    order = zero.sort_values().index.tolist()
+    together = []
+    for k in range(1, len(order) + 1):
+        with torch.no_grad(), ablation.ablate(model, sae, layer, order[:k]):
+            together.append(task.metric(task.run(model)).item() - clean)
+    singles = zero[order].cumsum().tolist()
+    gaps = [t - s for t, s in zip(together, singles)]
+    assert abs(gaps[0]) < 1e-3  # one feature: the same ablation
+    assert gaps[-1] > 0.05 and all(
+        g > -0.02 for g in gaps
+    )  # together above the sum: costs less than it adds up to
+    assert max(gaps) < max(abs(v) for v in together)  # a mild interaction, not a reversal
+
+
+def test_04_attribution_ranks_worse_at_the_earliest_layer_and_size_does_not_predict_the_miss(task04):
+    """04: the estimate ranks features worse at the earliest SAE layer than at the notebook's layer; on the mini
+    preset the miss is only weakly related to the feature's total activation (so size alone is no warning sign)."""
+    from saehelpers import ablation
+
+    model, tok, rel, task, layer, sae = task04
+    rhos = {}
+    for at, s in ((layer, sae), (rel.layers[0], saehelpers.load_sae(rel.layers[0], "mini"))):
+        table = ablation.attribute(model, s, at, task, release=rel)
+        estimate = table.groupby("feature")["estimate"].sum()
+        top = estimate.abs().sort_values(ascending=False).index[:15].tolist()
+        true = ablation.true_effects(model, s, at, task, top, progress=False)["effect"]
+        rhos[at] = estimate[top].rank().corr(true.rank())
+        if at == rel.layers[0]:
+            miss = (estimate[top] - true).abs()
+            size = table.groupby("feature")["activation"].sum()[top]
+            assert abs(miss.rank().corr(size.rank())) < 0.5
+    assert rhos[rel.layers[0]] < rhos[layer]
