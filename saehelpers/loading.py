@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -263,6 +264,20 @@ def _hub_error(e: Exception, what: str) -> RuntimeError | None:
 # ---------------------------------------------------------------- public loaders
 
 
+@contextmanager
+def _quiet_loading():
+    """transformers' weight-loading progress bar off for the block (the real model's download bars stay)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(preset: str | None = None, device=None, dtype=None):
     """Load the preset's language model and tokenizer: `(model, tokenizer)`.
 
@@ -279,7 +294,8 @@ def load_model(preset: str | None = None, device=None, dtype=None):
     if rel.name == MINI:
         path = mini_model_dir(dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        with _quiet_loading():  # a "Loading weights" bar per call would clutter every notebook
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     else:
         token = hf_token()
         try:

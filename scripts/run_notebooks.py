@@ -11,6 +11,7 @@ about). The executed copy is saved under .cache/executed/ (ignored by git) to be
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -84,12 +85,17 @@ def run(path: Path, timeout: int = CELL_TIMEOUT, save: bool = True) -> Run:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", type=Path, help="notebooks (default: all numbered ones)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line per notebook instead")
     args = parser.parse_args(argv)
     paths = args.paths or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     bad = 0
     for p in paths:
         r = run(p)
         bad += not r.ok
+        if args.json:
+            print(json.dumps({"notebook": p.name, "seconds": r.seconds, "peak_mb": r.peak_mb, "ok": r.ok,
+                              "errors": r.errors, "stderr": r.stderr}), flush=True)  # fmt: skip
+            continue
         print(f"{p.name:<32} {r.seconds:7.1f} s  peak {r.peak_mb:7.0f} MB  {'ok' if r.ok else 'FAILED'}")
         for line in r.errors + r.stderr:
             print("    " + line)

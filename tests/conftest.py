@@ -11,10 +11,16 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture(scope="session")
 def mini():
-    """The stand-in model and tokenizer, loaded once per test session."""
+    """The stand-in model and tokenizer in float32, loaded once per test session.
+
+    float32 so that exact identities (a splice with the error term gives the clean logits,
+    attribution matches finite differences, hooks add exactly c * d) are checked to ~1e-5. The
+    bfloat16 model learners get by default on this CPU runs in every notebook
+    (test_notebooks_run.py), and test_dtypes.py bounds what bfloat16 changes.
+    """
     import saehelpers
 
-    return saehelpers.load_model("mini")
+    return saehelpers.load_model("mini", dtype="float32")
 
 
 @pytest.fixture(scope="session")

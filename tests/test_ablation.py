@@ -23,7 +23,7 @@ def rel():
 
 @pytest.fixture(scope="module")
 def sae():
-    return saehelpers.load_sae(LAYER, "mini")
+    return saehelpers.load_sae(LAYER, "mini", dtype="float32")
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +204,7 @@ def test_attribution_ranks_true_ablations_at_a_late_layer(mini, rel, task):
     """At the last SAE layer, the estimate ranks the top features' true (full) ablation effects well."""
     model, _ = mini
     layer = rel.layers[-1]
-    sae = saehelpers.load_sae(layer, "mini")
+    sae = saehelpers.load_sae(layer, "mini", dtype="float32")
     per = ablation.attribute(model, sae, layer, task).groupby("feature")["estimate"].sum()
     top = per.abs().sort_values(ascending=False).index[:8].tolist()
     true = ablation.true_effects(model, sae, layer, task, top, progress=False)

@@ -268,7 +268,7 @@ def test_tree_text_and_drawing():
 def mini_model():
     import saehelpers
 
-    return saehelpers.load_model("mini")
+    return saehelpers.load_model("mini", dtype="float32")
 
 
 def test_ev_monotone_over_prefixes_on_every_mini_layer(mini_model):
@@ -280,7 +280,7 @@ def test_ev_monotone_over_prefixes_on_every_mini_layer(mini_model):
     rel = get_release("mini")
     acts = collect_resid(model, token_batches(tok, "mini", 4, 64, n_batches=2), rel.layers, progress=False)
     for layer in rel.layers:
-        table = mt.prefix_metrics(saehelpers.load_sae(layer, "mini"), rel, acts.acts[layer])
+        table = mt.prefix_metrics(saehelpers.load_sae(layer, "mini", dtype="float32"), rel, acts.acts[layer])
         assert table.width.tolist() == list(rel.matryoshka_widths)
         for col in ("ev_mean", "ev_zero", "l0"):
             assert table[col].is_monotonic_increasing, (layer, col, table[col].tolist())
@@ -295,7 +295,7 @@ def test_prefix_loss_full_width_matches_a_plain_splice(mini_model):
     model, tok = mini_model
     rel = get_release("mini")
     layer = rel.layers[0]
-    sae = saehelpers.load_sae(layer, "mini")
+    sae = saehelpers.load_sae(layer, "mini", dtype="float32")
     batch = next(token_batches(tok, "mini", 2, 32, n_batches=1))
     table = mt.prefix_loss(model, sae, rel, layer, [batch], progress=False)
     assert table.width.tolist() == list(rel.matryoshka_widths)
