@@ -142,8 +142,8 @@ import saehelpers
 from saehelpers.presets import choose_preset
 choice = choose_preset(None, announce=False)  # SAEHELPERS_PRESET is unset
 out["choice"] = {{"name": choice.name, "reason": choice.reason}}
-model, tok = saehelpers.load_model("gemma-3-1b")
-sae = saehelpers.load_sae({LAYER}, "gemma-3-1b")
+model, tok = saehelpers.load_model("gemma-3-1b", dtype="float32")  # the raw calls' dtype, to compare logits
+sae = saehelpers.load_sae({LAYER}, "gemma-3-1b", dtype="float32")
 out["model"] = {{"class": type(model).__name__, "hidden_size": model.config.hidden_size,
                 "dtype": str(next(model.parameters()).dtype), "training": model.training}}
 out["ids"] = tok({PROMPT!r}).input_ids
@@ -311,9 +311,7 @@ def test_saehelpers_loaders_use_the_real_calls(helpers, fake_hub):
     assert helpers["choice"]["name"] == "gemma-3-1b"  # config.json in the offline cache = reachable
     m = helpers["model"]
     assert m["class"] == "Gemma3ForCausalLM" and m["hidden_size"] == 1152
-    from saehelpers.loading import pick_dtype
-
-    assert m["dtype"] == str(pick_dtype(None, "cpu")) and not m["training"]  # the CPU default, eval mode
+    assert m["dtype"] == "torch.float32" and not m["training"]  # as asked, eval mode
     assert helpers["ids"] == PROMPT_IDS
     s = helpers["sae"]
     assert s["d_sae"] == 32768 and s["hook_name"] == f"blocks.{LAYER}.hook_resid_post"

@@ -34,13 +34,15 @@ def test_colab_install_keeps_torch_and_runs_notebook_00(tmp_path):
     import torch
 
     clone = tmp_path / "clone"
-    _run(["git", "clone", "-q", "--depth", "1", f"file://{ROOT}", str(clone)])
+    _run(["git", "clone", "-q", f"file://{ROOT}", str(clone)])  # not shallow: pip clones it again with --filter
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
     py = str(venv / "bin" / "python")
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "SAEHELPERS_PRESET": "mini"}
     env.pop("VIRTUAL_ENV", None)
-    # "Already holds torch", as Colab does: the same version as this environment's.
+    # A current pip, as Colab has (pip 23.2 refuses a `git+file:///` requirement), and "already holds
+    # torch" as Colab does: the same version as this environment's.
+    _run([py, "-m", "pip", "install", "-q", "--upgrade", "pip"], env=env)
     _run([py, "-m", "pip", "install", "-q", f"torch=={torch.__version__.split('+')[0]}"], env=env)
     before = json.loads(_run([py, "-m", "pip", "list", "--format", "json"], env=env))
     cell = setup_cell.SETUP_CELL.replace(f"git+{setup_cell.REPO}", f"git+file://{clone}")
