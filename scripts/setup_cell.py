@@ -20,8 +20,8 @@ REPO = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["
 LOCAL_INSTALL = "pip install -e '.[mini,lab]'"
 
 SETUP_CELL = f'''\
-# Setup: the same in every notebook. On Colab it installs this project (about 2 minutes) and keeps
-# Colab's own torch; elsewhere, install it first (README: Set up).
+# Setup: the same in every notebook. On Colab it installs this project and keeps Colab's own
+# torch; elsewhere, install it first (README: Set up).
 import importlib.util
 import subprocess
 import sys
