@@ -248,11 +248,26 @@ def read_back(model, tokenizer, sae, layer: int, features, prompts, texts):
     with hooks.capture(model, [layer]) as acts:
         hidden = lm.final_hidden(model, ids, mask)
     acts_f = sae.encode(acts[layer][new].to(sae.device, sae.dtype))[:, ids_f].float().mean(0).tolist()
-    losses = lm.next_token_losses(model, ids, _predicting_new(new) | new, hidden)[0]  # from the last prompt token on
+    losses = lm.next_token_losses(model, ids, _predicting_new(new) | new, hidden)[
+        0
+    ]  # from the last prompt token on
     if len(losses) == 0:
         raise ValueError("No prediction to score: give texts with at least one token.")
     loss = losses.mean().item()
     return (acts_f if many else acts_f[0]), loss
+
+
+def distinct_words(texts) -> float:
+    """The share of distinct words in each text (1 = no word repeated), averaged over texts: a repetition gauge.
+
+    Repetitive text is cheap for a model to predict, so the loss misses it; this does not. Texts without
+    words count as 1 (nothing repeated).
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise ValueError("Give at least one text.")
+    shares = [len(set(words)) / len(words) if (words := t.split()) else 1.0 for t in texts]
+    return sum(shares) / len(shares)
 
 
 @torch.no_grad()
@@ -264,7 +279,9 @@ def lens_probability(model, tokenizer, prompts, texts, token_ids) -> float:
     """
     ids, mask, new = _read(tokenizer, prompts, texts, model.device)
     pred = _predicting_new(new)
-    logits = lm.unembed(model, lm.final_hidden(model, ids, mask)[pred]).float()  # [n, vocab], only where needed
+    logits = lm.unembed(
+        model, lm.final_hidden(model, ids, mask)[pred]
+    ).float()  # [n, vocab], only where needed
     token_ids = torch.as_tensor(token_ids, device=logits.device)
     return (logits[:, token_ids].logsumexp(-1) - logits.logsumexp(-1)).exp().mean().item()
 

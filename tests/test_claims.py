@@ -329,3 +329,221 @@ def test_04_attribution_ranks_worse_at_the_earliest_layer_and_size_does_not_pred
             size = table.groupby("feature")["activation"].sum()[top]
             assert abs(miss.rank().corr(size.rank())) < 0.5
     assert rhos[rel.layers[0]] < rhos[layer]
+
+
+# ---------------------------------------------------------------- 03: steering
+
+FRENCH_03 = [  # notebook 03's contrast sets and prompts
+    "Bonjour, je m'appelle Marie et j'habite à Paris avec ma famille.",
+    "Il fait très beau aujourd'hui, allons nous promener dans le parc.",
+    "Je voudrais un café et un croissant, s'il vous plaît.",
+    "Nous avons visité le musée hier après-midi avec les enfants.",
+    "Le chat dort sur le canapé depuis ce matin.",
+    "Elle lit un livre très intéressant sur l'histoire de la ville.",
+]
+ENGLISH_03 = [
+    "Hello, my name is Marie and I live in Paris with my family.",
+    "The weather is very nice today, let's go for a walk in the park.",
+    "I would like a coffee and a croissant, please.",
+    "We visited the museum yesterday afternoon with the children.",
+    "The cat has been sleeping on the sofa since this morning.",
+    "She is reading a very interesting book about the history of the town.",
+]
+NUMBERS_03 = [
+    "Total: 3 apples at $0.50 each = $1.50",
+    "The meeting is on 12 March 2024 at 10:30.",
+    "Room 204, floor 2, door code 7719.",
+    "In 1998 the population was 45,000; by 2020 it was 61,250.",
+    "2 + 3 = 5, and 7 x 8 = 56.",
+    "Invoice no. 5521: 4 items, 129.99 EUR.",
+]
+PROMPTS_03 = ["My favourite thing to do on a weekend is", "The weather today is", "Yesterday I went to the"]
+MULTIPLES_03, REPEAT_03, N_NEW_03 = [0, 0.5, 1, 1.25, 1.5, 2, 3, 4], 0.8, 12
+
+
+@pytest.fixture(scope="module")
+def steer03(mini):
+    """Notebook 03's French feature at its layer, the coefficient sweep and the sweet spot, as its cells compute them."""
+    import pandas as pd
+
+    from saehelpers import features, steering
+
+    model, tok = mini
+    rel = get_release("mini")
+    layer = rel.layers[len(rel.layers) * 3 // 4]
+    sae = saehelpers.load_sae(layer, "mini")
+    french = features.contrast(model, tok, sae, layer, FRENCH_03, ENGLISH_03, rel)
+    feature = int(french.index[0])
+    a_max = steering.max_activation(model, tok, sae, layer, FRENCH_03)
+    max_act = a_max[feature].item()
+    rows, texts = [], {}
+    for m in MULTIPLES_03:
+        with steering.steer(model, layer, feature, m * max_act, sae=sae):
+            texts[m] = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
+        act, loss = steering.read_back(model, tok, sae, layer, feature, PROMPTS_03, texts[m])
+        rows.append(
+            {"m": m, "act": act / max_act, "loss": loss, "distinct": steering.distinct_words(texts[m])}
+        )
+    sweep = pd.DataFrame(rows).set_index("m")
+    varied = sweep.distinct >= REPEAT_03 * sweep.distinct.iloc[0]
+    m_best = sweep[varied.cummin()].act.idxmax()
+    ctx = dict(model=model, tok=tok, rel=rel, layer=layer, sae=sae, french=french, feature=feature)
+    return ctx | dict(a_max=a_max, max_act=max_act, sweep=sweep, texts=texts, m_best=m_best)
+
+
+def test_03_sweep_effect_starts_then_breaks_into_repetition_and_the_loss_misses_the_break(steer03):
+    """03: "at m <= 0.5 nothing much happens"; "within one step the text turns French and the read-back rises, with
+    the loss"; "past the sweet spot ... distinct words drop, read-back falls, and the loss falls with them"."""
+    s, m_best = steer03["sweep"], steer03["m_best"]
+    m_next = MULTIPLES_03[MULTIPLES_03.index(m_best) + 1]
+    assert (s.act[s.index <= 0.5] < 0.05).all()
+    assert 0.5 < m_best <= 2 and s.act[m_best] > 0.3  # a real effect one or two steps up
+    assert s.loss[m_best] > s.loss[0] + 1  # the language switch surprises the unsteered model
+    assert s.distinct[m_next] < REPEAT_03 * s.distinct[0]  # the next step is repetitive
+    assert s.act[s.index > m_best].max() < s.act[m_best]  # the read-back falls past the sweet spot
+    assert s.loss[s.index > m_best].min() < s.loss[m_best]  # and so does the loss: it cannot find the break
+    sweet = " ".join(steer03["texts"][m_best])
+    assert sum(w in sweet.split() for w in ("la", "de", "très", "un", "les", "à")) >= 3  # French words
+
+
+def test_03_push_of_half_a_spread_changes_the_text_and_past_one_it_breaks(steer03):
+    """03: "the text starts to change at about half a spread and breaks into repetition past one"."""
+    from saehelpers import steering
+    from saehelpers.text import token_batches
+
+    model, tok, layer, sae, feature = (steer03[k] for k in ("model", "tok", "layer", "sae", "feature"))
+    held = list(token_batches(tok, "mini", batch_size=4, seq_len=64, n_batches=2))
+    _, spread = steering.resid_norms(model, layer, held)
+    per_m = steer03["max_act"] * sae.W_dec[feature].norm().item() / spread  # push / spread at m = 1
+    s, m_best = steer03["sweep"], steer03["m_best"]
+    starts = s.index[s.act > 0.1].min()  # the first multiple with a real effect
+    assert 0.3 < starts * per_m < 1.0
+    assert m_best * per_m < 1.5 and MULTIPLES_03[MULTIPLES_03.index(m_best) + 1] * per_m > 1.0
+
+
+def test_03_clamp_matches_add_at_the_sweet_spot_and_breaks_later(steer03):
+    """03: at the sweet spot "clamping costs a little less loss"; "one step further, adding has broken into
+    repetition while clamping still writes more varied text"."""
+    from saehelpers import steering
+
+    model, tok, layer, sae, feature = (steer03[k] for k in ("model", "tok", "layer", "sae", "feature"))
+    m_best, max_act = steer03["m_best"], steer03["max_act"]
+    m_next = MULTIPLES_03[MULTIPLES_03.index(m_best) + 1]
+    got = {}
+    for m in (m_best, m_next):
+        with steering.clamp(model, sae, layer, feature, m * max_act):
+            texts = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
+        got[m] = (
+            steering.read_back(model, tok, sae, layer, feature, PROMPTS_03, texts)[1],
+            steering.distinct_words(texts),
+        )
+    s = steer03["sweep"]
+    assert got[m_best][0] < s.loss[m_best]
+    assert got[m_next][1] > s.distinct[m_next] + 0.05
+
+
+def test_03_clamp_holds_the_feature_at_c_where_adding_lifts_it(steer03):
+    """03: on a French + English sentence, adding lifts the feature to about its own value + c, clamping holds it
+    at c, clamp to 0 sets it to 0."""
+    import contextlib
+
+    from saehelpers import steering
+
+    model, tok, layer, sae, feature = (steer03[k] for k in ("model", "tok", "layer", "sae", "feature"))
+    c = steer03["max_act"]
+    ids = tok(FRENCH_03[0] + " " + ENGLISH_03[2], return_tensors="pt").input_ids
+    got = {}
+    for name, edit in {
+        "clean": contextlib.nullcontext(),
+        "add": steering.steer(model, layer, feature, c, sae=sae),
+        "clamp": steering.clamp(model, sae, layer, feature, c),
+        "zero": steering.clamp(model, sae, layer, feature, 0.0),
+    }.items():
+        with edit, torch.no_grad():
+            x = hooks.resid_post(model, ids, [layer])[layer][0, 1:]
+            got[name] = sae.encode(x.to(sae.dtype))[:, feature].float()
+    on = got["clean"] > 1  # where it fires by itself
+    assert on.sum() >= 5
+    assert ((got["add"] - got["clean"] - c)[on].abs() < 0.2 * c).all()
+    assert ((got["clamp"] - c).abs() < 0.15 * c).all()
+    assert (got["zero"] == 0).all()
+
+
+def test_03_lower_layers_french_features_write_other_text_than_the_top_layers(steer03):
+    """03: only the topmost SAE layer writes French; the lower layers' "French" features read back at their own
+    layer, yet the one ruler reads almost nothing (Spanish or fragments); layer 6 breaks the text the most."""
+    from saehelpers import features, steering
+
+    model, tok, rel, layer, sae, feature = (
+        steer03[k] for k in ("model", "tok", "rel", "layer", "sae", "feature")
+    )
+    m_best, max_act = steer03["m_best"], steer03["max_act"]
+    rows = {}
+    for L in rel.layers:
+        if L == layer:
+            continue
+        sae_L = saehelpers.load_sae(L, "mini")
+        f_L = int(features.contrast(model, tok, sae_L, L, FRENCH_03, ENGLISH_03, rel).index[0])
+        max_L = steering.max_activation(model, tok, sae_L, L, FRENCH_03)[f_L].item()
+        with steering.steer(model, L, f_L, m_best * max_L, sae=sae_L):
+            texts = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
+        own, _ = steering.read_back(model, tok, sae_L, L, f_L, PROMPTS_03, texts)
+        ruler, loss = steering.read_back(model, tok, sae, layer, feature, PROMPTS_03, texts)
+        rows[L] = own / max_L, ruler / max_act, loss, " ".join(texts).split()
+    top = steer03["sweep"].act[m_best]
+    for own, ruler, _, _ in rows.values():
+        assert own > 0.15 and ruler < 0.05 and ruler < top / 5
+    assert max(rows, key=lambda L: rows[L][2]) == 6
+    assert sum(w in rows[10][3] for w in ("el", "es", "muy", "la", "un", "por")) >= 3  # Spanish
+
+
+def test_03_coarse_feature_switches_language_broadly_and_the_fine_one_writes_no_french(steer03):
+    """03: the first group's French feature fires on a large share of held-out tokens, switches the text to
+    Spanish (its lens) and reads back; the last group's fires on a tiny share and reads back ~0, writing no French."""
+    from saehelpers import features, steering
+
+    model, tok, rel, layer, sae, feature = (
+        steer03[k] for k in ("model", "tok", "rel", "layer", "sae", "feature")
+    )
+    french, a_max, m_best = steer03["french"], steer03["a_max"], steer03["m_best"]
+    stats = features.feature_stats(model, tok, sae, layer, "mini", n_tokens=2048)
+    coarse = int(french.index[french.group == 0][0])
+    fine = int(french.index[french.group == len(rel.groups) - 1][0])
+    assert stats.frequency[coarse] > 0.1 and stats.frequency[fine] < 0.005
+    lens = [tok.decode(t) for t in steering.logit_lens(model, sae.W_dec[coarse], k=5)[0]]
+    assert {" como", " más", " menos"} & set(lens)  # Spanish
+    got = {}
+    for f in (coarse, fine):
+        with steering.steer(model, layer, f, m_best * a_max[f].item(), sae=sae):
+            texts = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
+        (own, fr), _ = steering.read_back(model, tok, sae, layer, [f, feature], PROMPTS_03, texts)
+        got[f] = own / a_max[f].item(), fr / steer03["max_act"], " ".join(texts)
+    assert got[coarse][0] > 0.5 and got[coarse][1] < 0.05
+    assert sum(w in got[coarse][2].split() for w in ("el", "es", "la", "de", "para", "un")) >= 3
+    assert got[fine][0] < 0.05 and got[fine][1] < 0.05
+
+
+def test_03_numbers_win_over_french_when_both_are_added(steer03):
+    """03: "the numbers feature wins": the combined texts read back the numbers feature more and French less than
+    the French texts do."""
+    from saehelpers import features, steering
+
+    model, tok, rel, layer, sae, feature = (
+        steer03[k] for k in ("model", "tok", "rel", "layer", "sae", "feature")
+    )
+    m_best, max_act = steer03["m_best"], steer03["max_act"]
+    reads = features.contrast(model, tok, sae, layer, NUMBERS_03, ENGLISH_03, rel).index[:10].tolist()
+    digits = [tok.encode(str(i), add_special_tokens=False)[0] for i in range(10)]
+    top_lens, _ = steering.logit_lens(model, sae.W_dec[reads], k=10)
+    writes = [len(set(t.tolist()) & set(digits)) for t in top_lens]
+    feature_b = reads[writes.index(max(writes))]
+    max_b = steering.max_activation(model, tok, sae, layer, NUMBERS_03)[feature_b].item()
+    v = m_best * max_act * sae.W_dec[feature] + m_best * max_b * sae.W_dec[feature_b]
+    with steering.steer(model, layer, v.float()):
+        both = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
+    (fr, num), _ = steering.read_back(model, tok, sae, layer, [feature, feature_b], PROMPTS_03, both)
+    (fr0, num0), _ = steering.read_back(
+        model, tok, sae, layer, [feature, feature_b], PROMPTS_03, steer03["texts"][m_best]
+    )
+    assert fr < fr0 / 2 and num > num0
+    assert sum(ch.isdigit() for ch in "".join(both)) > len("".join(both)) / 3  # runs of digits

@@ -343,3 +343,13 @@ def test_steering_a_lens_picked_feature_moves_the_measurements(mini):
     assert steered["activation"] > plain["activation"], (words, plain, steered)
     assert steered["loss"] > plain["loss"], (words, plain, steered)
     assert hooks.active_hooks(model) == 0
+
+
+def test_distinct_words_counts_repetition():
+    assert steering.distinct_words(["a b c d"]) == 1.0
+    assert steering.distinct_words(["très très très très"]) == 0.25
+    assert steering.distinct_words(["a a", "a b"]) == pytest.approx(0.75)  # the mean over texts
+    assert steering.distinct_words("x x x y") == 0.5  # one text
+    assert steering.distinct_words([""]) == 1.0  # no words, nothing repeated
+    with pytest.raises(ValueError, match="at least one text"):
+        steering.distinct_words([])
