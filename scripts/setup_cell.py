@@ -53,7 +53,7 @@ COLAB_NOTE = (
 def set_setup_cell(path: Path) -> bool:
     """Make the notebook's second cell the setup cell and end its title with COLAB_NOTE; True if the file changed."""
     nb = json.loads(path.read_text())
-    cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+    cell = {"cell_type": "code", "execution_count": None, "id": "setup", "metadata": {}, "outputs": [],
             "source": SETUP_CELL.splitlines(keepends=True)}  # fmt: skip
     cells = nb["cells"]
     before = json.dumps(cells)

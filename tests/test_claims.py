@@ -547,3 +547,206 @@ def test_03_numbers_win_over_french_when_both_are_added(steer03):
     )
     assert fr < fr0 / 2 and num > num0
     assert sum(ch.isdigit() for ch in "".join(both)) > len("".join(both)) / 3  # runs of digits
+
+
+# ---------------------------------------------------------------- 00 and 02: one sentence, feature cards
+
+
+def test_00_repeating_top_features_are_early_group_and_bos_outweighs_the_rest(mini):
+    """00: the features that lead at 3+ tokens sit in g0-g1, some lead at one token only; BOS's squared norm
+    outweighs all other tokens' together; every token's error is about a tenth of its norm."""
+    model, tok = mini
+    rel = get_release("mini")
+    layer = rel.layers[len(rel.layers) // 2]
+    sae = saehelpers.load_sae(layer, "mini")
+    ids = tok(SENTENCE, return_tensors="pt").input_ids
+    x = hooks.resid_post(model, ids, [layer])[layer][0]
+    with torch.no_grad():
+        f = sae.encode(x.to(sae.dtype))
+        x_hat = sae.decode(f)
+    top = f[1:].topk(3, dim=-1).indices.flatten().tolist()
+    counts = {i: top.count(i) for i in set(top)}
+    repeated = [i for i, c in counts.items() if c >= 3]
+    assert repeated and all(rel.group_of(i) <= 1 for i in repeated)
+    assert sum(c == 1 for c in counts.values()) >= 5
+    sq = x.float().norm(dim=-1) ** 2
+    assert sq[0] > sq[1:].sum()
+    err = ((x - x_hat).norm(dim=-1) / x.norm(dim=-1))[1:]
+    assert (
+        0.05 < err.min() and err.max() < 0.2 and err.max() < 2 * err.median()
+    )  # "much the same, about a tenth"
+
+
+@pytest.fixture(scope="module")
+def cards02(mini):
+    """Notebook 02's layer, statistics and French/English contrast."""
+    from saehelpers import features
+
+    model, tok = mini
+    rel = get_release("mini")
+    layer = rel.layers[len(rel.layers) // 2]
+    sae = saehelpers.load_sae(layer, "mini")
+    stats = features.feature_stats(model, tok, sae, layer, "mini", n_tokens=4096)
+    french = [
+        "Le chat dort sur le canapé.",
+        "Nous allons au marché demain matin.",
+        "Il fait très beau aujourd'hui.",
+        "Je voudrais un café, s'il vous plaît.",
+        "La réunion commence à dix heures.",
+        "Elle lit un livre dans le jardin.",
+        "Les enfants jouent dans le parc.",
+        "Où se trouve la gare ?",
+    ]
+    english = [
+        "The cat is sleeping on the sofa.",
+        "We are going to the market tomorrow morning.",
+        "The weather is very nice today.",
+        "I would like a coffee, please.",
+        "The meeting starts at ten o'clock.",
+        "She is reading a book in the garden.",
+        "The children are playing in the park.",
+        "Where is the train station?",
+    ]
+    table = features.contrast(model, tok, sae, layer, french, english, rel)
+    return model, tok, rel, layer, sae, stats, table
+
+
+def test_02_rows_broad_and_narrow_and_group_medians_fall(cards02):
+    """02: among the sentence's top features some fire on most tokens and some on one or two; the median firing
+    frequency falls from group to group; most features' firings are mostly weak (below half their max)."""
+    from saehelpers import features
+    from saehelpers.features import HIST_EDGES
+
+    model, tok, rel, layer, sae, stats, _ = cards02
+    text = "The Eiffel Tower is in Paris. It was finished in 1889 and is 330 metres tall."
+    _, feats = features.encode_text(model, tok, sae, layer, text)
+    shown = feats.max(0).values.topk(6).indices  # display.text_features(n=6): the largest anywhere
+    on = (feats[:, shown] > 0).float().mean(0)
+    assert on.max() > 0.6 and ((feats[:, shown] > 0).sum(0) <= 2).any()
+    medians = [stats.frequency[a:b].median().item() for a, b in rel.groups]
+    assert all(m1 > m2 for m1, m2 in zip(medians, medians[1:]))
+    edges = torch.as_tensor(HIST_EDGES)
+    mid = (edges[:-1] * edges[1:]).sqrt()
+    busy = (stats.counts >= 20).nonzero().flatten()
+    weak = torch.stack([stats.hist[f][mid < stats.max[f] / 2].sum() / stats.hist[f].sum() for f in busy])
+    assert 0.7 < (weak > 0.5).float().mean() < 0.95  # "about four in five"
+
+
+_MARKERS = {  # words only one of the three languages uses, to tell contexts apart
+    "es": {
+        "el",
+        "los",
+        "las",
+        "que",
+        "y",
+        "como",
+        "cuando",
+        "mi",
+        "lo",
+        "por",
+        "con",
+        "del",
+        "fue",
+        "tengo",
+        "muy",
+    },
+    "fr": {"le", "les", "des", "et", "est", "une", "pour", "dans", "qui", "du", "au", "fichiers", "système"},
+    "it": {"il", "di", "della", "per", "che", "delle", "nomi", "localizzazione"},
+}
+
+
+def _language(example) -> str | None:
+    """The language whose marker words a context holds most of (None: none of them)."""
+    words = "".join(example["strings"]).lower().split()
+    hits = {lang: sum(w in m for w in words) for lang, m in _MARKERS.items()}
+    best = max(hits, key=hits.get)
+    return best if hits[best] else None
+
+
+def test_02_contrast_winners_are_not_french_only(cards02):
+    """02: "none of the four is French": the broad winners' top contexts are mostly not French; the specific
+    ones fire on at least two Romance languages."""
+    from collections import Counter
+
+    from saehelpers import features
+
+    model, tok, rel, layer, sae, stats, table = cards02
+    broad = table[table.freq_b > 0.05].index[:2]
+    specific = table[table.freq_b <= 0.05].index[:2]
+    for f in [*broad, *specific]:
+        card = features.feature_card(stats, int(f), model, tok, sae, rel, n_examples=16)
+        langs = Counter(_language(e) for e in card.top)
+        if f in specific:
+            assert sum(n >= 2 for lang, n in langs.items() if lang) >= 2, (f, langs)
+        else:
+            assert langs["fr"] < len(card.top) / 2, (f, langs)
+
+
+# ---------------------------------------------------------------- 05: prefixes on every layer
+
+
+@pytest.fixture(scope="module")
+def prefixes05(mini):
+    """Notebook 05's held-out activations at every SAE layer and each layer's prefix table."""
+    import pandas as pd
+
+    from saehelpers.activations import collect_resid
+    from saehelpers.text import token_batches
+
+    model, tok = mini
+    rel = get_release("mini")
+    batches = token_batches(tok, "mini", batch_size=8, seq_len=128, split="heldout")
+    acts = collect_resid(model, batches, rel.layers, max_tokens=4096, progress=False)
+    tables = [
+        matryoshka.prefix_metrics(saehelpers.load_sae(L, "mini"), rel, acts.acts[L]).assign(layer=L)
+        for L in rel.layers
+    ]
+    return model, tok, rel, pd.concat(tables, ignore_index=True)
+
+
+def test_05_prefix_ev_small_prefix_fair_then_diminishing_and_deeper_is_harder_at_full_width(prefixes05):
+    """05 (and 00's pointer to it): over held-out tokens every prefix scores above 0, the first about a fifth to a
+    quarter; past the second group each group adds less; at full width EV falls with depth, at the smallest widths
+    not; about zero even the smallest prefix scores close to 0.9."""
+    _, _, rel, table = prefixes05
+    ev = table.pivot(index="layer", columns="width", values="ev_mean")
+    assert (ev.to_numpy() > 0).all()
+    assert ev.iloc[:, 0].between(0.15, 0.3).all()
+    gains = ev.diff(axis=1).iloc[:, 1:].to_numpy()  # gains from each group after the first
+    assert (gains[:, 1:-1] > gains[:, 2:]).all()  # from the third group on, each adds less
+    assert ev.iloc[:, -1].is_monotonic_decreasing
+    assert not ev.iloc[:, 0].is_monotonic_decreasing
+    assert (table[table.width == rel.matryoshka_widths[0]].ev_zero > 0.85).all()  # "close to 0.9"
+
+
+def test_05_prefix_loss_falls_with_width_and_not_in_proportion_to_ev(prefixes05):
+    """05: the loss increase falls with every width; at full width a layer that leaves out less variance can cost
+    more loss than another."""
+    from saehelpers.text import token_batches
+
+    model, tok, rel, table = prefixes05
+    full = rel.matryoshka_widths[-1]
+    rows = {}
+    for L in rel.layers:
+        batches = token_batches(tok, "mini", batch_size=4, seq_len=64, n_batches=1)
+        loss = matryoshka.prefix_loss(model, saehelpers.load_sae(L, "mini"), rel, L, batches)
+        assert loss.delta_loss.is_monotonic_decreasing
+        ev = table[(table.layer == L) & (table.width == full)].ev_mean.item()
+        rows[L] = ev, loss.delta_loss.iloc[-1]
+    assert any(rows[a][0] > rows[b][0] and rows[a][1] > rows[b][1] for a in rows for b in rows)
+
+
+def test_05_first_groups_fire_most_and_take_a_large_share_of_firings(mini):
+    """05: the group medians fall; the first two groups, 1.6% of the latents, take about a quarter of all firings."""
+    from saehelpers import features
+
+    model, tok = mini
+    rel = get_release("mini")
+    layer = rel.layers[len(rel.layers) // 2]
+    stats = features.feature_stats(
+        model, tok, saehelpers.load_sae(layer, "mini"), layer, "mini", n_tokens=4096
+    )
+    freq = stats.frequency
+    w = rel.matryoshka_widths[1]
+    assert w / rel.d_sae == pytest.approx(0.016, abs=0.001)
+    assert 0.18 < (freq[:w].sum() / freq.sum()).item() < 0.32

@@ -40,6 +40,17 @@ def test_committed_without_outputs(path):
             )
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_valid_nbformat_with_cell_ids(path):
+    """nbformat 4.5 wants a unique id on every cell; without them every reader warns (and will refuse)."""
+    import nbformat
+
+    nb = nbformat.reads(path.read_text(), as_version=nbformat.NO_CONVERT)
+    nbformat.validate(nb)
+    ids = [cell.get("id") for cell in nb.cells]
+    assert None not in ids and len(set(ids)) == len(ids)
+
+
 def test_readme_generated_parts_are_in_step():
     """The notebook map and the mini release's table: run `python scripts/readme_tables.py` after changing them."""
     spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "scripts" / "readme_tables.py")
