@@ -137,7 +137,9 @@ def report_overhead(title, times) -> bool:
     the median over rounds of the ratio within a round. On a shared machine whose speed drifts, the
     second compares runs made seconds apart, so the goal is judged on it."""
     base = times["bare encode"]
-    print(f"## {title}\n\n| run | best round, s | best / best bare | median of per-round ratios |\n|---|---|---|---|")
+    print(
+        f"## {title}\n\n| run | best round, s | best / best bare | median of per-round ratios |\n|---|---|---|---|"
+    )
     within = {}
     for name, ts in times.items():
         within[name] = statistics.median(t / b for t, b in zip(ts, base))

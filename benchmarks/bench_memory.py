@@ -1,12 +1,14 @@
-"""Goal: every notebook's kernel peaks at <= 1.5 GB resident memory on the mini preset, as Binder runs it.
+"""Goal: every notebook's kernel fits in 1.5 GB on the mini preset, as Binder runs it (it kills a kernel above 2 GB).
 
-Binder kills a kernel above 2 GB. Each notebook runs top to bottom in a fresh kernel
-(scripts/run_notebooks.py), once with the model in bfloat16 (what binder/start sets) and once in
-float32, side by side; the table gives the kernel's peak RSS (VmHWM: the model's file-mapped weights
-count in it once touched) and the wall time. With --cgroup-mb (root, cgroup v1 memory controller)
-the kernels also run under a real memory limit, as on Binder: "killed" means the kernel died there.
+Each notebook runs top to bottom in a fresh kernel (scripts/run_notebooks.py), once with the model in
+bfloat16 (what binder/start sets) and once in float32, side by side. The table gives the kernel's peak
+RSS (VmHWM), how much of it is file-mapped (the model's mmapped weights, torch's shared libraries) and
+the wall time. File-mapped pages are clean: under a memory limit the kernel drops and rereads them
+instead of killing the process, so peak RSS overstates what a limit sees. Hence the goal is checked
+under a real limit: with --cgroup-mb (root, cgroup v1 memory controller) every kernel runs inside a
+memory cgroup of that size, as on Binder; "killed" means the kernel died there.
 
-    python benchmarks/bench_memory.py [--dtypes bfloat16 float32] [--cgroup-mb 2048] [notebooks ...]
+    python benchmarks/bench_memory.py [--dtypes bfloat16 float32] [--cgroup-mb 1536] [notebooks ...]
 """
 
 from __future__ import annotations
@@ -30,7 +32,19 @@ def limit(mb: int):
     return lambda: (CGROUP / "cgroup.procs").write_text(str(os.getpid()))
 
 
+def drop_page_cache() -> None:
+    """Empty the page cache (root), so the weights a kernel maps are read again and charged to its own cgroup.
+
+    A page is charged to the cgroup that first reads it: without this, weights cached by an earlier
+    process would not count against the limit at all, unlike on Binder.
+    """
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3")
+
+
 def run(notebook: Path, dtype: str, cgroup_mb: int) -> dict:
+    if cgroup_mb:
+        drop_page_cache()
     env = {**os.environ, "SAEHELPERS_PRESET": "mini", "SAEHELPERS_DTYPE": dtype, "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, str(ROOT / "scripts" / "run_notebooks.py"), "--json", str(notebook)]
     done = subprocess.run(
@@ -50,24 +64,31 @@ def main() -> int:
     parser.add_argument("--cgroup-mb", type=int, default=0, help="run each kernel under this memory limit")
     args = parser.parse_args()
     notebooks = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    head = " | ".join(f"{d} peak MB | {d} s" for d in args.dtypes)
-    print(f"| notebook | {head} |" + (f" under {args.cgroup_mb} MB |" if args.cgroup_mb else ""))
-    print("|---" * (1 + 2 * len(args.dtypes) + bool(args.cgroup_mb)) + "|")
+    head = " | ".join(f"{d} peak MB | of it file-mapped | {d} s" for d in args.dtypes)
+    under = f" under {args.cgroup_mb} MB |" if args.cgroup_mb else ""
+    print(f"| notebook | {head} |{under}")
+    print("|---" * (1 + 3 * len(args.dtypes) + bool(args.cgroup_mb)) + "|")
     missed = 0
     for nb in notebooks:
         cells, verdicts = [], []
         for i, dtype in enumerate(args.dtypes):
             r = run(nb, dtype, args.cgroup_mb)
-            cells += [f"{r['peak_mb']:,.0f}", f"{r['seconds']:.0f}"]
+            cells += [f"{r['peak_mb']:,.0f}", f"{r.get('file_mb', float('nan')):,.0f}", f"{r['seconds']:.0f}"]
             verdicts.append(
                 "ok" if r["ok"] else ("killed" if any("Dead" in e for e in r["errors"]) else "failed")
             )
-            missed += i == 0 and not (r["ok"] and r["peak_mb"] <= GOAL_MB)
+            # Met: it ran under the limit, or (no limit set) its anonymous part fits the goal. File-mapped
+            # pages (the mmapped weights, shared libraries) are clean: under a limit the kernel drops them.
+            fits = r["peak_mb"] - r.get("file_mb", 0) <= GOAL_MB
+            missed += i == 0 and not (r["ok"] and (args.cgroup_mb or fits))
         tail = f" {', '.join(verdicts)} |" if args.cgroup_mb else ""
         print(f"| {nb.stem} | " + " | ".join(cells) + " |" + tail, flush=True)
-    print(
-        f"\ngoal: {args.dtypes[0]} peak <= {GOAL_MB} MB per notebook; missed by {missed} of {len(notebooks)}"
+    goal = (
+        f"runs under a {args.cgroup_mb} MB limit"
+        if args.cgroup_mb
+        else f"peak minus file-mapped <= {GOAL_MB} MB"
     )
+    print(f"\ngoal: with {args.dtypes[0]}, every notebook {goal}; missed by {missed} of {len(notebooks)}")
     return 1 if missed else 0
 
 

@@ -174,7 +174,9 @@ class Examples:
         return out
 
     def state(self) -> dict:
-        return {name: getattr(self, name) for name in self.FIELDS} | {"window": (self.k, self.before, self.after)}
+        return {name: getattr(self, name) for name in self.FIELDS} | {
+            "window": (self.k, self.before, self.after)
+        }
 
     @classmethod
     def from_state(cls, state: dict) -> Examples:
@@ -313,7 +315,12 @@ class FeatureStats:
     TABLES = ("sums", "hist")
 
     def __init__(self, d_sae: int, k: int = 16, before: int = 8, after: int = 4, layer=None):
-        for name, value, least in (("d_sae", d_sae, 1), ("k", k, 1), ("before", before, 0), ("after", after, 0)):
+        for name, value, least in (
+            ("d_sae", d_sae, 1),
+            ("k", k, 1),
+            ("before", before, 0),
+            ("after", after, 0),
+        ):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
                 raise ValueError(f"{name} must be an int >= {least}, got {value!r}.")
         self.layer, self.d_sae, self.n_tokens = layer, d_sae, 0
@@ -335,7 +342,9 @@ class FeatureStats:
                 f"got {tuple(feats.shape)}."
             )
         if keep.shape != input_ids.shape:
-            raise ValueError(f"keep must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(keep.shape)}.")
+            raise ValueError(
+                f"keep must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(keep.shape)}."
+            )
         feats = feats.detach().to("cpu", torch.float32).reshape(-1, d).contiguous()
         ids = input_ids.to("cpu", torch.long).reshape(-1).contiguous()
         keep = keep.to("cpu", torch.bool).reshape(-1).contiguous()

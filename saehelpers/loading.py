@@ -174,7 +174,9 @@ def mini_model_dir(dtype=torch.float32, progress: bool = True) -> Path:
     target = _mini_root() / name
     if not (target / "done.json").exists():
         if progress:
-            print(f"Preparing the stand-in model once in {name} (about a minute or two; cached afterwards)...")
+            print(
+                f"Preparing the stand-in model once in {name} (about a minute or two; cached afterwards)..."
+            )
         code = f"from saehelpers.loading import _convert_mini; _convert_mini({name!r})"
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if done.returncode != 0 or not (target / "done.json").exists():
@@ -199,7 +201,9 @@ def _convert_mini(name: str) -> None:
         gguf = _gguf_path()
         source = str(gguf)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
         model.hf_quantizer = None
         model.config.quantization_config = None
         del model.config.quantization_config

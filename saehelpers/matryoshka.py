@@ -474,7 +474,9 @@ def tree_explorer(table: pd.DataFrame, labels: dict | None = None, details: dict
         plt.show()
         texts = [text(p) for p in parents]
         body = "".join(f"<pre>{html.escape(t)}</pre>" for t in texts)
-        return Static(f"<p><i>Static view: the trees of all {len(parents)} parents.</i></p>{body}", "\n\n".join(texts))
+        return Static(
+            f"<p><i>Static view: the trees of all {len(parents)} parents.</i></p>{body}", "\n\n".join(texts)
+        )
     box.observe(show, names="value")
     show()
     return TreeExplorer([box, out])

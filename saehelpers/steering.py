@@ -340,11 +340,25 @@ def max_activation(model, tokenizer, sae, layer: int, texts) -> torch.Tensor:
 
 
 def side_by_side(prompts, **columns):
-    """A table with one row per prompt and one column per way of generating (wrapped, left-aligned)."""
+    """A table with one row per prompt and one column per way of generating (wrapped, left-aligned).
+
+    Every text is HTML-escaped: a prompt or a generated text holding `<script>` shows as text.
+    """
     import pandas as pd
 
-    df = pd.DataFrame({"prompt": list(prompts), **{k: list(v) for k, v in columns.items()}})
-    return df.style.set_properties(**{"white-space": "pre-wrap", "text-align": "left"}).hide(axis="index")
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    columns = {k: [v] if isinstance(v, str) else list(v) for k, v in columns.items()}
+    for name, texts in columns.items():
+        if len(texts) != len(prompts):
+            raise ValueError(
+                f"Column {name!r} has {len(texts)} texts for {len(prompts)} prompts: give one per prompt."
+            )
+    df = pd.DataFrame({"prompt": prompts, **columns})
+    return (
+        df.style.format(escape="html")
+        .set_properties(**{"white-space": "pre-wrap", "text-align": "left"})
+        .hide(axis="index")
+    )
 
 
 def panel(model, tokenizer, preset, layer, feature, coef, prompt, max_new_tokens=24, saes=None, held=None):

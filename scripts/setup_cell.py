@@ -19,7 +19,7 @@ REPO = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["
 # The local set-up line; the README's set-up section uses the same one.
 LOCAL_INSTALL = "pip install -e '.[mini,lab]'"
 
-SETUP_CELL = f'''\
+SETUP_CELL = f"""\
 # Setup: the same in every notebook. On Colab it installs this project and keeps Colab's own
 # torch; elsewhere, install it first (README: Set up).
 import importlib.util
@@ -39,7 +39,7 @@ import saehelpers
 
 preset = saehelpers.choose_preset().name  # prints which preset and why; set SAEHELPERS_PRESET to choose
 release = saehelpers.get_release(preset)
-print(release.summary())'''
+print(release.summary())"""
 
 # The paragraph that ends every notebook's title cell, next to the setup cell.
 COLAB_NOTE = (
@@ -57,7 +57,11 @@ def set_setup_cell(path: Path) -> bool:
             "source": SETUP_CELL.splitlines(keepends=True)}  # fmt: skip
     cells = nb["cells"]
     before = json.dumps(cells)
-    if len(cells) > 1 and cells[1]["cell_type"] == "code" and "".join(cells[1]["source"]).startswith("# Setup:"):
+    if (
+        len(cells) > 1
+        and cells[1]["cell_type"] == "code"
+        and "".join(cells[1]["source"]).startswith("# Setup:")
+    ):
         cells[1] = cell
     else:
         cells.insert(1, cell)

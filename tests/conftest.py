@@ -5,7 +5,11 @@ import torch
 
 # Tests never touch the network; the fake real-release cache is used only in subprocesses.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-for name in ("SAEHELPERS_PRESET", "SAEHELPERS_DTYPE", "SAEHELPERS_WIDGETS"):  # the automatic choices are tested
+for name in (
+    "SAEHELPERS_PRESET",
+    "SAEHELPERS_DTYPE",
+    "SAEHELPERS_WIDGETS",
+):  # the automatic choices are tested
     os.environ.pop(name, None)
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -91,7 +91,9 @@ def test_stream_equals_brute_force(n_batches, d):
     top, sample = stats.top(0), stats.sample(0)
     assert [e["index"] for e in top] == [e["index"] for e in sorted(events[0], key=lambda e: -e["value"])[:K]]
     assert [e["value"] for e in sample] == sorted((e["value"] for e in sample), reverse=True)
-    drawn = sorted(events[0], key=lambda e: sample_key(e, 0), reverse=True)[:2]  # a smaller sample: top 2 keys
+    drawn = sorted(events[0], key=lambda e: sample_key(e, 0), reverse=True)[
+        :2
+    ]  # a smaller sample: top 2 keys
     assert {e["index"] for e in stats.sample(0, 2)} == {e["index"] for e in drawn}
 
 
@@ -201,7 +203,9 @@ def test_add_rejects_wrong_shapes():
             torch.zeros(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool)
         )
     with pytest.raises(ValueError, match=r"keep must have input_ids' shape \(2, 3\)"):
-        stats.add(torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long), torch.ones(3, 2, dtype=torch.bool))
+        stats.add(
+            torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long), torch.ones(3, 2, dtype=torch.bool)
+        )
 
 
 @pytest.mark.parametrize("bad", [{"k": 0}, {"k": 2.0}, {"before": -1}, {"after": True}, {"d_sae": 0}])

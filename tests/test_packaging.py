@@ -28,7 +28,9 @@ def test_environment_yml_mirrors_pyproject():
         "nbclient",
         "jupyterlab",
     }
-    assert not any(_name(r) == "jupyterlab" for r in project["dependencies"]), "jupyterlab belongs in the lab extra"
+    assert not any(_name(r) == "jupyterlab" for r in project["dependencies"]), (
+        "jupyterlab belongs in the lab extra"
+    )
 
 
 def test_ci_runs_the_readme_test_command():
@@ -64,7 +66,9 @@ def test_floors_keep_colabs_preinstalled_versions():
     pins = dict(line.split("==") for line in (x.split("#")[0].strip() for x in lines) if line)
     assert {"torch", "transformers", "ipywidgets"} <= {_name(n) for n in pins}
     for name, version in pins.items():
-        assert reqs[_name(name)].specifier.contains(version), f"{name}=={version} (Colab) fails {reqs[_name(name)]}"
+        assert reqs[_name(name)].specifier.contains(version), (
+            f"{name}=={version} (Colab) fails {reqs[_name(name)]}"
+        )
     py = project["requires-python"]
     assert py == ">=3.11" and (ROOT / "binder" / "runtime.txt").read_text().strip() == "python-3.11"
 

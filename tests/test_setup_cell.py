@@ -34,7 +34,9 @@ def test_colab_install_keeps_torch_and_runs_notebook_00(tmp_path):
     import torch
 
     clone = tmp_path / "clone"
-    _run(["git", "clone", "-q", f"file://{ROOT}", str(clone)])  # not shallow: pip clones it again with --filter
+    _run(
+        ["git", "clone", "-q", f"file://{ROOT}", str(clone)]
+    )  # not shallow: pip clones it again with --filter
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
     py = str(venv / "bin" / "python")
@@ -47,7 +49,9 @@ def test_colab_install_keeps_torch_and_runs_notebook_00(tmp_path):
     before = json.loads(_run([py, "-m", "pip", "list", "--format", "json"], env=env))
     cell = setup_cell.SETUP_CELL.replace(f"git+{setup_cell.REPO}", f"git+file://{clone}")
     assert cell != setup_cell.SETUP_CELL
-    out = _run([py, "-c", COLAB + cell], env=env, cwd=tmp_path)  # not the repository, where saehelpers imports as is
+    out = _run(
+        [py, "-c", COLAB + cell], env=env, cwd=tmp_path
+    )  # not the repository, where saehelpers imports as is
     assert "saehelpers: preset 'mini'" in out and "mini: model gemma-3-270m" in out
     after = {
         p["name"].lower(): p["version"]

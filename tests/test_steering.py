@@ -353,3 +353,13 @@ def test_distinct_words_counts_repetition():
     assert steering.distinct_words([""]) == 1.0  # no words, nothing repeated
     with pytest.raises(ValueError, match="at least one text"):
         steering.distinct_words([])
+
+
+def test_side_by_side_escapes_every_text_and_checks_lengths():
+    hostile = '<script>alert(1)</script> <img src=x onerror="alert(2)"> &amp;'
+    html = steering.side_by_side([hostile], plain=[hostile], steered=["ok"]).to_html()
+    assert "<script>" not in html and "<img" not in html
+    assert "&lt;script&gt;" in html and "&amp;amp;" in html  # shown as the text it is
+    assert "ok" in html
+    with pytest.raises(ValueError, match="one per prompt"):
+        steering.side_by_side(["a", "b"], plain=["x"])
