@@ -23,7 +23,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 EXECUTED = ROOT / ".cache" / "executed"
-CELL_TIMEOUT = 300  # seconds per cell: the longest (the first run's model conversion) takes ~1 minute on 2 cores
+CELL_TIMEOUT = 300  # seconds per cell; the longest, the first model conversion, takes ~1 minute
 
 
 @dataclass
