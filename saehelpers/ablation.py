@@ -17,7 +17,6 @@ and one backward pass, to first order: metric(x') - metric(x) ~ (target - a_f) *
 
 from __future__ import annotations
 
-import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -25,12 +24,12 @@ import pandas as pd
 import torch
 
 from . import hooks, lm
+from .checks import check_feature, check_int
 from .features import token_strings
 from .loading import check_sae_at
 from .matryoshka import _check_sae as _check_layout
 from .matryoshka import check_width, groups, latent_groups
 from .progress import progress_bar
-from .steering import check_feature
 
 # ---------------------------------------------------------------- checks
 
@@ -40,7 +39,7 @@ def check_features(sae, features) -> list[int]:
     if isinstance(features, torch.Tensor) and features.dim() > 0:
         features = features.tolist()
     many = hasattr(features, "__iter__") and not isinstance(features, (str, torch.Tensor))
-    ids = [check_feature(sae, f) for f in features] if many else [check_feature(sae, features)]
+    ids = [check_feature(f, sae.cfg.d_sae) for f in (features if many else [features])]
     if not ids:
         raise ValueError(
             f"No features given: pass a feature id or a non-empty list of ids in 0..{sae.cfg.d_sae - 1}."
@@ -74,11 +73,7 @@ def _check_means(sae, means) -> torch.Tensor | None:
 
 def _check_group(release, group) -> int:
     n = len(groups(release))
-    if isinstance(group, bool) or not isinstance(group, numbers.Integral) or not 0 <= group < n:
-        raise ValueError(
-            f"group must be an int in 0..{n - 1} (Matryoshka groups {groups(release)}), got {group!r}."
-        )
-    return int(group)
+    return check_int(group, "group", 0, n - 1, hint=f"The Matryoshka groups are {groups(release)}.")
 
 
 def _check_in_input(positions, n: int):

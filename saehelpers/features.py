@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 import re
 from dataclasses import dataclass, field
 
@@ -29,6 +28,7 @@ from numba import njit
 
 from . import hooks, metrics
 from .activations import _unpack
+from .checks import check_feature, check_int
 from .loading import cache_dir, check_sae_at
 from .matryoshka import latent_groups
 from .progress import progress_bar
@@ -45,19 +45,6 @@ _MASK32 = 0xFFFFFFFF
 
 
 # ---------------------------------------------------------------- checks
-
-
-def check_feature(feature, d_sae: int) -> int:
-    """`feature` as an int if it is a latent index of an SAE with `d_sae` latents, else ValueError."""
-    if isinstance(feature, bool) or not isinstance(feature, numbers.Integral):
-        raise ValueError(
-            f"feature must be an int in 0..{d_sae - 1}, got {feature!r} ({type(feature).__name__})."
-        )
-    if not 0 <= feature < d_sae:
-        raise ValueError(
-            f"Feature {feature} does not exist: this SAE has features 0..{d_sae - 1} (d_sae = {d_sae})."
-        )
-    return int(feature)
 
 
 def _check_texts(texts, name: str = "texts") -> list[str]:
@@ -315,14 +302,8 @@ class FeatureStats:
     TABLES = ("sums", "hist")
 
     def __init__(self, d_sae: int, k: int = 16, before: int = 8, after: int = 4, layer=None):
-        for name, value, least in (
-            ("d_sae", d_sae, 1),
-            ("k", k, 1),
-            ("before", before, 0),
-            ("after", after, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-                raise ValueError(f"{name} must be an int >= {least}, got {value!r}.")
+        d_sae, k = check_int(d_sae, "d_sae", low=1), check_int(k, "k", low=1)
+        before, after = check_int(before, "before", low=0), check_int(after, "after", low=0)
         self.layer, self.d_sae, self.n_tokens = layer, d_sae, 0
         self.sums = torch.zeros(d_sae, dtype=torch.float64)
         self.hist = torch.zeros(d_sae, len(HIST_EDGES) - 1, dtype=torch.long)

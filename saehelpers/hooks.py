@@ -18,6 +18,8 @@ from contextlib import contextmanager
 
 import torch
 
+from .checks import as_int
+
 
 class StopForward(Exception):
     """Raised inside a hook to end a forward pass early; the capture context swallows it."""
@@ -37,15 +39,15 @@ def decoder_layers(model) -> torch.nn.ModuleList:
 
 def _check_layers(model, layers) -> list[int]:
     n = len(decoder_layers(model))
-    if isinstance(layers, int):
+    if as_int(layers) is not None:
         layers = [layers]
     out = []
     for layer in layers:
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
+        if as_int(layer) is None or not 0 <= as_int(layer) < n:
             raise ValueError(
                 f"layer must be an int in 0..{n - 1} for this model ({n} decoder layers), got {layer!r}."
             )
-        out.append(layer)
+        out.append(as_int(layer))
     if not out:
         raise ValueError("Give at least one layer.")
     return out
@@ -163,15 +165,15 @@ def _position_mask(pos: torch.Tensor, positions, include_bos: bool) -> torch.Ten
 def _check_positions(positions):
     if positions is None:
         return None
-    if isinstance(positions, int):
+    if as_int(positions) is not None:
         positions = [positions]
     positions = list(positions)
-    bad = [p for p in positions if isinstance(p, bool) or not isinstance(p, int) or p < 0]
+    bad = [p for p in positions if as_int(p) is None or as_int(p) < 0]
     if bad or not positions:
         raise ValueError(
             f"positions must be a non-empty list of token positions >= 0 (0 is BOS), or None for all; got {bad or positions}."
         )
-    return positions
+    return [as_int(p) for p in positions]
 
 
 @contextmanager

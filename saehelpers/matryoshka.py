@@ -13,13 +13,13 @@ mean (SAELens's current formula); `ev_zero` is 1 - SSE / sum ||x||^2, about zero
 from __future__ import annotations
 
 import html
-import numbers
 import textwrap
 
 import pandas as pd
 import torch
 
 from . import hooks, lm, metrics
+from .checks import as_int, check_feature
 from .display import Static, plot_label
 from .metrics import EVAccumulator
 from .progress import progress_bar
@@ -47,7 +47,7 @@ def groups(release) -> list[tuple[int, int]]:
 
 def group_of(release, latent) -> int:
     """Index of the Matryoshka group that holds `latent`."""
-    return release.group_of(_check_latent(release, latent))
+    return release.group_of(check_feature(latent, release.d_sae))
 
 
 def latent_groups(release) -> torch.Tensor:
@@ -63,9 +63,9 @@ def check_width(release, width, strict: bool = True) -> int:
     work on their own; strict=False accepts any width 1..d_sae (for comparisons).
     """
     valid = list(release.matryoshka_widths)
-    if isinstance(width, bool) or not isinstance(width, numbers.Integral):
+    if as_int(width) is None:
         raise ValueError(f"A prefix width must be an int, got {width!r}. Valid widths: {valid}.")
-    width = int(width)
+    width = as_int(width)
     if width <= 0 or width > release.d_sae:
         raise ValueError(
             f"Prefix width {width} is out of range: a prefix holds 1..{release.d_sae} latents. "
@@ -84,7 +84,7 @@ def check_widths(release, widths=None, strict: bool = True) -> tuple[int, ...]:
     """`widths` checked and sorted (an int or a list); None means all of the release's widths."""
     if widths is None:
         return tuple(release.matryoshka_widths)
-    if isinstance(widths, numbers.Integral):
+    if as_int(widths) is not None:
         widths = [widths]
     widths = list(widths)
     if not widths:
@@ -93,14 +93,6 @@ def check_widths(release, widths=None, strict: bool = True) -> tuple[int, ...]:
             "(or widths=None for all of them)."
         )
     return tuple(sorted({check_width(release, w, strict) for w in widths}))
-
-
-def _check_latent(release, latent) -> int:
-    if isinstance(latent, bool) or not isinstance(latent, numbers.Integral):
-        raise ValueError(f"A latent index must be an int in 0..{release.d_sae - 1}, got {latent!r}.")
-    if not 0 <= latent < release.d_sae:
-        raise ValueError(f"Latent {latent} is out of range: this release has latents 0..{release.d_sae - 1}.")
-    return int(latent)
 
 
 def _check_sae(sae, release, d_last=None) -> None:
@@ -339,9 +331,9 @@ def _check_parents(release, parents) -> list[int]:
     first, last = release.groups[0], release.groups[-1]
     if parents is None:
         return list(range(*first))
-    if isinstance(parents, numbers.Integral):
+    if as_int(parents) is not None:
         parents = [parents]
-    parents = list(dict.fromkeys(_check_latent(release, p) for p in parents))
+    parents = list(dict.fromkeys(check_feature(p, release.d_sae) for p in parents))
     if not parents:
         raise ValueError(
             f"No parents given: pass latent ids in 0..{last[0] - 1}, or None for the first group."

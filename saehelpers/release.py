@@ -6,10 +6,11 @@ Nothing in the notebooks hard-codes these numbers; they come from here.
 from __future__ import annotations
 
 import json
-import numbers
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
+
+from .checks import as_int
 
 REAL = "gemma-3-1b"
 MINI = "mini"
@@ -53,12 +54,12 @@ class Release:
     def check_layer(self, layer) -> int:
         """Return `layer` as an int if this release has an SAE there, else raise ValueError."""
         valid = _span(self.layers)
-        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+        if as_int(layer) is None:
             raise ValueError(
                 f"layer must be an int, got {layer!r} ({type(layer).__name__}). "
                 f"The {self.name!r} release has SAEs for layers {valid}; pass e.g. layer={self.layers[len(self.layers) // 2]}."
             )
-        layer = int(layer)
+        layer = as_int(layer)
         if layer not in self.layers:
             extra = ""
             if 0 <= layer < self.n_model_layers:

@@ -22,6 +22,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from . import hooks, lm
+from .checks import as_int, check_feature, check_int
 from .features import lens_logits
 from .loading import check_sae_at
 
@@ -41,36 +42,14 @@ def check_coef(coef, name: str = "coef") -> float:
     return float(coef)
 
 
-def _as_feature_id(feature):
-    """An int if `feature` looks like a feature id (a Python/NumPy int or a one-element integer tensor), else None."""
-    if isinstance(feature, torch.Tensor) and feature.numel() == 1 and not feature.is_floating_point():
-        feature = feature.item()
-    if isinstance(feature, numbers.Integral) and not isinstance(feature, bool):
-        return int(feature)
-    return None
-
-
-def check_feature(sae, feature) -> int:
-    """`feature` as an int if it is a latent of `sae`, else ValueError with the valid range."""
-    f = _as_feature_id(feature)
-    d_sae = sae.cfg.d_sae
-    if f is None:
-        raise ValueError(f"A feature id must be an int in 0..{d_sae - 1}, got {feature!r}.")
-    if not 0 <= f < d_sae:
-        raise ValueError(
-            f"Feature {f} is out of range: this SAE has {d_sae} latents, so valid ids are 0..{d_sae - 1}."
-        )
-    return f
-
-
 def feature_direction(sae, feature) -> torch.Tensor:
     """The feature's decoder row `W_dec[feature]` [d_model]: what it adds to the residual per unit of activation."""
-    return sae.W_dec[check_feature(sae, feature)].detach()
+    return sae.W_dec[check_feature(feature, sae.cfg.d_sae)].detach()
 
 
 def direction(model, layer: int, feature_or_vector, sae=None) -> torch.Tensor:
     """What to steer along, as float32 [d_model]: a feature id of `sae` (its decoder row) or any vector."""
-    f = _as_feature_id(feature_or_vector)
+    f = as_int(feature_or_vector)
     if f is not None:
         if sae is None:
             raise ValueError(
@@ -115,7 +94,7 @@ def clamp(model, sae, layer: int, feature, value, positions=None, include_bos: b
     """
     value = check_coef(value, "value")
     d = direction(model, layer, feature, sae)
-    f = check_feature(sae, feature)
+    f = check_feature(feature, sae.cfg.d_sae)
 
     def set_feature(x):
         a = sae.encode(x.to(sae.device, sae.dtype))[..., f].to(x.dtype)  # the feature's activation now
@@ -179,8 +158,7 @@ def generate(
     prompts = [prompts] if single else list(prompts)
     if not prompts or not all(isinstance(p, str) and p for p in prompts):
         raise ValueError("prompts must be a non-empty string or a non-empty list of non-empty strings.")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}.")
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", low=1)
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
     if do_sample:  # top_k=0: no top-k cut, whatever the model's generation_config says
         sampling = dict(
@@ -243,7 +221,7 @@ def read_back(model, tokenizer, sae, layer: int, features, prompts, texts):
     """
     check_sae_at(sae, layer, model)
     many = not isinstance(features, (numbers.Integral, torch.Tensor))
-    ids_f = [check_feature(sae, f) for f in (features if many else [features])]
+    ids_f = [check_feature(f, sae.cfg.d_sae) for f in (features if many else [features])]
     ids, mask, new = _read(tokenizer, prompts, texts, model.device)
     with hooks.capture(model, [layer]) as acts:
         hidden = lm.final_hidden(model, ids, mask)
@@ -422,7 +400,6 @@ def panel(model, tokenizer, preset, layer, feature, coef, prompt, max_new_tokens
 
 __all__ = [
     "check_coef",
-    "check_feature",
     "clamp",
     "direction",
     "feature_direction",

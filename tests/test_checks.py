@@ -1,0 +1,62 @@
+"""saehelpers.checks: one int check and one feature check, the same everywhere."""
+
+import numpy as np
+import pytest
+import torch
+
+from saehelpers import checks, get_release
+
+
+@pytest.mark.parametrize("value", [3, np.int64(3), np.int32(3), torch.tensor(3), torch.tensor([3])])
+def test_ints_in_every_form_are_ints(value):
+    assert checks.as_int(value) == 3 and type(checks.as_int(value)) is int
+
+
+@pytest.mark.parametrize(
+    "value", [True, 3.0, "3", None, torch.tensor(3.0), torch.tensor([1, 2]), torch.tensor(True)]
+)
+def test_bools_floats_strings_and_many_values_are_not(value):
+    assert checks.as_int(value) is None
+
+
+def test_check_int_names_the_range_and_never_counts_from_the_end():
+    assert checks.check_int(np.int64(5), "k", low=1) == 5
+    with pytest.raises(ValueError, match=r"k must be an int >= 1, got 0\."):
+        checks.check_int(0, "k", low=1)
+    with pytest.raises(ValueError, match=r"group must be an int in 0\.\.4, got -1\. The groups"):
+        checks.check_int(-1, "group", 0, 4, hint="The groups ...")
+    with pytest.raises(ValueError, match=r"n must be an int <= 3, got 2\.5 \(float\)"):
+        checks.check_int(2.5, "n", high=3)
+
+
+@pytest.mark.parametrize("bad", [-1, 2048, 1.5, True, "3", torch.tensor([1, 2])])
+def test_check_feature_names_the_valid_ids(bad):
+    with pytest.raises(ValueError, match=r"0\.\.2047"):
+        checks.check_feature(bad, 2048)
+
+
+def test_one_feature_check_for_every_module():
+    """The same function, the same argument order, wherever a feature id is checked."""
+    from saehelpers import features, matryoshka
+
+    assert features.check_feature is checks.check_feature
+    assert checks.check_feature(torch.tensor(7), 2048) == 7
+    rel = get_release("mini")
+    assert matryoshka.group_of(rel, np.int64(rel.d_sae - 1)) == len(rel.groups) - 1
+    with pytest.raises(ValueError, match=r"Feature -1 is out of range"):
+        matryoshka.group_of(rel, -1)
+
+
+def test_numpy_ints_accepted_as_layers_and_positions(mini):
+    from saehelpers import hooks
+
+    model, tok = mini
+    rel = get_release("mini")
+    layer = np.int64(rel.layers[0])
+    assert rel.check_layer(layer) == rel.layers[0]
+    ids = tok("one two three", return_tensors="pt").input_ids
+    out = hooks.resid_post(model, ids, [layer])
+    assert list(out) == [rel.layers[0]]
+    assert hooks._check_positions([np.int64(1), 2]) == [1, 2]
+    with pytest.raises(ValueError, match="positions must be"):
+        hooks._check_positions([-1])
