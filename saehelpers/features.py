@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from numba import njit
 
-from . import hooks, metrics
+from . import hooks, lm, metrics
 from .activations import _unpack
 from .checks import check_feature, check_int
 from .loading import cache_dir, check_sae_at
@@ -587,15 +587,9 @@ def contrast(model, tokenizer, sae, layer: int, texts_a, texts_b, release) -> pd
 
 
 @torch.no_grad()
-def lens_logits(model, vectors: torch.Tensor) -> torch.Tensor:
-    """unembed(final_norm(v)) for one direction [d_model] or several [n, d_model], as float32 logits."""
-    v = torch.as_tensor(vectors).to(model.device, model.dtype)
-    return model.get_output_embeddings()(model.get_decoder().norm(v)).float()
-
-
-@torch.no_grad()
-def logit_lens(model, tokenizer, direction: torch.Tensor, n: int = 10) -> pd.DataFrame:
-    """The n tokens whose logits `direction` raises most, and the n it lowers most: unembed(final_norm(d)).
+def lens_table(model, tokenizer, direction: torch.Tensor, n: int = 10) -> pd.DataFrame:
+    """The logit lens (`lm.logit_lens`) as a feature card shows it: the n tokens whose logits `direction`
+    raises most and the n it lowers most, unembed(final_norm(d)).
 
     An approximation, the "direct path" only: it treats the direction as if it were the whole
     residual stream at the top of the model. It ignores every layer after the SAE's (attention and
@@ -603,7 +597,7 @@ def logit_lens(model, tokenizer, direction: torch.Tensor, n: int = 10) -> pd.Dat
     depends on everything else in the residual stream (for a lone direction the norm only rescales
     it, so the ranking is that of ((1 + w) * d) @ W_U). Logits before any final soft-capping.
     """
-    logits = lens_logits(model, direction).cpu()
+    logits = lm.lens_logits(model, direction).cpu()
     top, bottom = logits.topk(n), logits.topk(n, largest=False)
     return pd.DataFrame(
         {
@@ -709,7 +703,7 @@ def feature_card(
         count=count, frequency=count / max(stats.n_tokens, 1), rank=stats.frequency_rank(feature), d_sae=stats.d_sae,
         max=float(stats.max[feature]), mean_when_firing=float(stats.sums[feature]) / max(count, 1),
         hist=stats.hist[feature].tolist(), edges=HIST_EDGES.tolist(), top=with_strings(stats.top(feature)[:n_examples]),
-        sample=with_strings(stats.sample(feature, n_examples)), logits=logit_lens(model, tokenizer, sae.W_dec[feature], n_logits),
+        sample=with_strings(stats.sample(feature, n_examples)), logits=lens_table(model, tokenizer, sae.W_dec[feature], n_logits),
         neighbours=hood, notes=notes,
     )  # fmt: skip
 
@@ -726,8 +720,7 @@ __all__ = [
     "feature_card",
     "feature_stats",
     "float_key",
-    "lens_logits",
-    "logit_lens",
+    "lens_table",
     "neighbours",
     "stream_stats",
     "text_batches",

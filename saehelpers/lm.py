@@ -87,4 +87,26 @@ def next_token_loss(model, input_ids, attention_mask=None, mask=None) -> float:
     return losses.mean().item()
 
 
-__all__ = ["final_hidden", "next_token_loss", "next_token_losses", "unembed"]
+@torch.no_grad()
+def lens_logits(model, vectors: torch.Tensor) -> torch.Tensor:
+    """The logit lens's raw scores: unembed(final_norm(v)) for one direction [d_model] or several [n, d_model],
+    as float32 logits [vocab] or [n, vocab] (before any final soft-capping)."""
+    v = torch.as_tensor(vectors).to(model.device, model.dtype)
+    return model.get_output_embeddings()(model.get_decoder().norm(v)).float()
+
+
+@torch.no_grad()
+def logit_lens(model, vector, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logit lens: the `k` tokens a residual-stream direction promotes most, as `(token_ids, logits)`.
+
+    `vector` is one direction [d_model] or several [n, d_model] (then both results are [n, k]). The
+    "direct path" only: it treats the direction as the whole residual stream at the top of the model,
+    ignoring every layer after the one it is read or added at (and the final norm's real scale, which
+    depends on the rest of the stream). A hint, strongest at late layers. Feature cards show the same
+    lens as a table of raised and lowered tokens (`features.lens_table`).
+    """
+    top = lens_logits(model, vector).topk(k)
+    return top.indices, top.values
+
+
+__all__ = ["final_hidden", "lens_logits", "logit_lens", "next_token_loss", "next_token_losses", "unembed"]

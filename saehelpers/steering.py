@@ -23,7 +23,6 @@ import torch
 
 from . import hooks, lm
 from .checks import as_int, check_feature, check_int
-from .features import lens_logits
 from .loading import check_sae_at
 
 # ---------------------------------------------------------------- checks
@@ -226,9 +225,8 @@ def read_back(model, tokenizer, sae, layer: int, features, prompts, texts):
     with hooks.capture(model, [layer]) as acts:
         hidden = lm.final_hidden(model, ids, mask)
     acts_f = sae.encode(acts[layer][new].to(sae.device, sae.dtype))[:, ids_f].float().mean(0).tolist()
-    losses = lm.next_token_losses(model, ids, _predicting_new(new) | new, hidden)[
-        0
-    ]  # from the last prompt token on
+    scored = _predicting_new(new) | new  # from the last prompt token on
+    losses = lm.next_token_losses(model, ids, scored, hidden)[0]
     if len(losses) == 0:
         raise ValueError("No prediction to score: give texts with at least one token.")
     loss = losses.mean().item()
@@ -257,22 +255,10 @@ def lens_probability(model, tokenizer, prompts, texts, token_ids) -> float:
     """
     ids, mask, new = _read(tokenizer, prompts, texts, model.device)
     pred = _predicting_new(new)
-    logits = lm.unembed(
-        model, lm.final_hidden(model, ids, mask)[pred]
-    ).float()  # [n, vocab], only where needed
+    hidden = lm.final_hidden(model, ids, mask)[pred]
+    logits = lm.unembed(model, hidden).float()  # [n, vocab], only where needed
     token_ids = torch.as_tensor(token_ids, device=logits.device)
     return (logits[:, token_ids].logsumexp(-1) - logits.logsumexp(-1)).exp().mean().item()
-
-
-@torch.no_grad()
-def logit_lens(model, vector, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-    """The `k` tokens a residual-stream direction promotes most: `(token_ids, logits)` of unembed(final_norm(v)).
-
-    `vector` is one direction [d_model] or several [n, d_model] (then both results are [n, k]). It ignores
-    every layer after the one the vector is added at, so it is a hint, strongest at late layers.
-    """
-    top = lens_logits(model, vector).topk(k)  # the same lens as the feature cards', as token ids
-    return top.indices, top.values
 
 
 def measure(
@@ -405,7 +391,6 @@ __all__ = [
     "feature_direction",
     "generate",
     "lens_probability",
-    "logit_lens",
     "max_activation",
     "measure",
     "panel",

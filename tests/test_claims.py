@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import saehelpers
-from saehelpers import get_release, hooks, matryoshka
+from saehelpers import get_release, hooks, lm, matryoshka
 from saehelpers.metrics import explained_variance
 
 SENTENCE = "The Eiffel Tower is in Paris, and the Colosseum is in Rome."  # notebook 00's
@@ -93,7 +93,6 @@ def test_01_ev_best_at_first_layer_and_delta_loss_does_not_follow_it(mini):
     """01: EV "highest at the first SAE layer, every later one keeps less"; delta loss "does not mirror EV"
     (the best-EV layer is not the cheapest to splice); CE recovered high at every layer while delta loss is
     positive at every layer and large at some; about-zero EV above about-the-mean EV."""
-    from saehelpers import lm
     from saehelpers.metrics import EVAccumulator, ce_loss_recovered
 
     model, tok = mini
@@ -510,7 +509,7 @@ def test_03_coarse_feature_switches_language_broadly_and_the_fine_one_writes_no_
     coarse = int(french.index[french.group == 0][0])
     fine = int(french.index[french.group == len(rel.groups) - 1][0])
     assert stats.frequency[coarse] > 0.1 and stats.frequency[fine] < 0.005
-    lens = [tok.decode(t) for t in steering.logit_lens(model, sae.W_dec[coarse], k=5)[0]]
+    lens = [tok.decode(t) for t in lm.logit_lens(model, sae.W_dec[coarse], k=5)[0]]
     assert {" como", " más", " menos"} & set(lens)  # Spanish
     got = {}
     for f in (coarse, fine):
@@ -534,7 +533,7 @@ def test_03_numbers_win_over_french_when_both_are_added(steer03):
     m_best, max_act = steer03["m_best"], steer03["max_act"]
     reads = features.contrast(model, tok, sae, layer, NUMBERS_03, ENGLISH_03, rel).index[:10].tolist()
     digits = [tok.encode(str(i), add_special_tokens=False)[0] for i in range(10)]
-    top_lens, _ = steering.logit_lens(model, sae.W_dec[reads], k=10)
+    top_lens, _ = lm.logit_lens(model, sae.W_dec[reads], k=10)
     writes = [len(set(t.tolist()) & set(digits)) for t in top_lens]
     feature_b = reads[writes.index(max(writes))]
     max_b = steering.max_activation(model, tok, sae, layer, NUMBERS_03)[feature_b].item()

@@ -91,9 +91,8 @@ def test_stream_equals_brute_force(n_batches, d):
     top, sample = stats.top(0), stats.sample(0)
     assert [e["index"] for e in top] == [e["index"] for e in sorted(events[0], key=lambda e: -e["value"])[:K]]
     assert [e["value"] for e in sample] == sorted((e["value"] for e in sample), reverse=True)
-    drawn = sorted(events[0], key=lambda e: sample_key(e, 0), reverse=True)[
-        :2
-    ]  # a smaller sample: top 2 keys
+    # A smaller sample: the top 2 keys.
+    drawn = sorted(events[0], key=lambda e: sample_key(e, 0), reverse=True)[:2]
     assert {e["index"] for e in stats.sample(0, 2)} == {e["index"] for e in drawn}
 
 
@@ -332,7 +331,7 @@ def test_contrast_is_the_difference_of_means(mini, sae):
 def test_logit_lens_and_neighbours(mini, sae):
     model, tok = mini
     d = sae.W_dec[5]
-    table = F.logit_lens(model, tok, d, n=4)
+    table = F.lens_table(model, tok, d, n=4)
     with torch.no_grad():
         logits = model.lm_head(model.model.norm(d[None]))[0]
     assert table["raises"].tolist() == [tok.decode([int(i)]) for i in logits.topk(4).indices]

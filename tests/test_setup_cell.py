@@ -34,9 +34,8 @@ def test_colab_install_keeps_torch_and_runs_notebook_00(tmp_path):
     import torch
 
     clone = tmp_path / "clone"
-    _run(
-        ["git", "clone", "-q", f"file://{ROOT}", str(clone)]
-    )  # not shallow: pip clones it again with --filter
+    # Not shallow: pip clones it again with --filter.
+    _run(["git", "clone", "-q", f"file://{ROOT}", str(clone)])
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
     py = str(venv / "bin" / "python")
@@ -49,9 +48,8 @@ def test_colab_install_keeps_torch_and_runs_notebook_00(tmp_path):
     before = json.loads(_run([py, "-m", "pip", "list", "--format", "json"], env=env))
     cell = setup_cell.SETUP_CELL.replace(f"git+{setup_cell.REPO}", f"git+file://{clone}")
     assert cell != setup_cell.SETUP_CELL
-    out = _run(
-        [py, "-c", COLAB + cell], env=env, cwd=tmp_path
-    )  # not the repository, where saehelpers imports as is
+    # Run outside the repository, where saehelpers would import as is.
+    out = _run([py, "-c", COLAB + cell], env=env, cwd=tmp_path)
     assert "saehelpers: preset 'mini'" in out and "mini: model gemma-3-270m" in out
     after = {
         p["name"].lower(): p["version"]

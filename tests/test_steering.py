@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from saehelpers import hooks, steering
+from saehelpers import hooks, lm, steering
 from saehelpers import metrics as M
 
 LAYER = 6
@@ -258,7 +258,7 @@ def test_logit_lens_of_the_last_layer_is_the_models_prediction(mini, ids, clean)
     last = model.config.num_hidden_layers - 1
     with torch.no_grad(), hooks.capture(model, [last]) as acts:
         logits = model(input_ids=ids).logits
-    top, _ = steering.logit_lens(model, acts[last][0, -1], k=5)
+    top, _ = lm.logit_lens(model, acts[last][0, -1], k=5)
     assert top.tolist() == logits[0, -1].topk(5).indices.tolist()
 
 
@@ -313,7 +313,7 @@ def test_steering_a_lens_picked_feature_moves_the_measurements(mini):
     x = collect_resid(model, batches, [layer], progress=False).acts[layer]  # BOS and padding left out
     freq = (sae.encode(x) > 0).float().mean(0)
     candidates = freq.topk(128).indices  # the most frequent features: all live
-    tops, vals = steering.logit_lens(model, sae.W_dec[candidates], k=10)
+    tops, vals = lm.logit_lens(model, sae.W_dec[candidates], k=10)
     lens = {}
     for f, top, val in zip(candidates.tolist(), tops, vals):
         words = [tok.decode(t).strip() for t in top[:3]]
