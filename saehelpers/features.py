@@ -597,6 +597,7 @@ def lens_table(model, tokenizer, direction: torch.Tensor, n: int = 10) -> pd.Dat
     depends on everything else in the residual stream (for a lone direction the norm only rescales
     it, so the ranking is that of ((1 + w) * d) @ W_U). Logits before any final soft-capping.
     """
+    n = check_int(n, "n", 1, model.config.vocab_size, hint="n is how many tokens to list each way.")
     logits = lm.lens_logits(model, direction).cpu()
     top, bottom = logits.topk(n), logits.topk(n, largest=False)
     return pd.DataFrame(
@@ -613,6 +614,7 @@ def lens_table(model, tokenizer, direction: torch.Tensor, n: int = 10) -> pd.Dat
 def neighbours(sae, feature: int, n: int = 8) -> pd.DataFrame:
     """The n features whose decoder directions point most nearly the same way (cosine similarity)."""
     feature = check_feature(feature, sae.cfg.d_sae)
+    n = check_int(n, "n", 1, sae.cfg.d_sae - 1, hint="n is how many neighbours to list.")
     W = sae.W_dec.detach().float().cpu()
     cos = W @ W[feature] / (W.norm(dim=1) * W[feature].norm()).clamp_min(1e-8)
     cos[feature] = -torch.inf  # not its own neighbour

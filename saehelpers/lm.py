@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from . import metrics
+from .checks import check_int
 
 # Positions unembedded at a time. Each pass works in three float32 [CHUNK, vocab] buffers made once
 # per call (32 x 262,144 x 4 bytes = 32 MB each) and changed in place. Buffers of 32 MB or more get
@@ -105,6 +106,7 @@ def logit_lens(model, vector, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     depends on the rest of the stream). A hint, strongest at late layers. Feature cards show the same
     lens as a table of raised and lowered tokens (`features.lens_table`).
     """
+    k = check_int(k, "k", 1, model.config.vocab_size, hint="k is how many top tokens to return.")
     top = lens_logits(model, vector).topk(k)
     return top.indices, top.values
 

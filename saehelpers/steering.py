@@ -160,9 +160,13 @@ def generate(
     max_new_tokens = check_int(max_new_tokens, "max_new_tokens", low=1)
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
     if do_sample:  # top_k=0: no top-k cut, whatever the model's generation_config says
-        sampling = dict(
-            do_sample=True, temperature=check_coef(temperature, "temperature"), top_p=top_p, top_k=0
-        )
+        temperature, top_p = check_coef(temperature, "temperature"), check_coef(top_p, "top_p")
+        if temperature <= 0 or not 0 < top_p <= 1:
+            raise ValueError(
+                f"Sampling needs temperature > 0 and 0 < top_p <= 1, got temperature={temperature}, "
+                f"top_p={top_p}. For greedy decoding pass do_sample=False instead."
+            )
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
     else:
         sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
     with _seeded(seed if do_sample else None), _contiguous_unembed(model):

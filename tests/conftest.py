@@ -11,6 +11,24 @@ for name in ("SAEHELPERS_PRESET", "SAEHELPERS_DTYPE", "SAEHELPERS_WIDGETS"):
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+# Modules whose tests run whole notebooks, a lesson's computations, the mini build's metrics or the
+# real-shape loaders: the fast lane (`pytest -m "not heavy and not slow" tests`) leaves them out.
+HEAVY = {
+    "test_notebooks_run",
+    "test_claims",
+    "test_mini_release",
+    "test_real_path",
+    "test_dtypes",
+    "test_setup_cell",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in HEAVY:
+            item.add_marker(pytest.mark.heavy)
+
+
 @pytest.fixture(scope="session")
 def mini():
     """The stand-in model and tokenizer in float32, loaded once per test session.
@@ -30,3 +48,14 @@ def prompt_ids(mini):
     _, tok = mini
     enc = tok(["The capital of France is Paris. The capital of Italy is"], return_tensors="pt")
     return enc.input_ids, enc.attention_mask
+
+
+@pytest.fixture(scope="session")
+def toy_saes():
+    """Notebook 06's toy world and its plain and Matryoshka SAEs (make_toy(seed=0), train(seed=1)), trained once."""
+    from saehelpers import toy
+
+    world = toy.make_toy(seed=0)
+    feats, x = world.sample(20000, seed=123)
+    saes = {m: toy.train(world, m, seed=1, progress=False) for m in (False, True)}
+    return world, feats, x, saes

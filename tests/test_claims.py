@@ -202,13 +202,11 @@ def test_01_iter_saes_frees_each_sae_so_memory_stays_flat():
 
 
 @pytest.fixture(scope="module")
-def toy06():
-    """Notebook 06's world and SAEs (make_toy(seed=0), train(seed=1)): ~15-30 s on 2 cores, once per module."""
+def toy06(toy_saes):
+    """Notebook 06's world and SAEs (conftest's `toy_saes`) with its absorption tables."""
     from saehelpers import toy
 
-    world = toy.make_toy(seed=0)
-    feats, x = world.sample(20000, seed=123)
-    saes = {m: toy.train(world, m, seed=1, progress=False) for m in (False, True)}
+    world, feats, x, saes = toy_saes
     tables = {
         "plain": toy.absorption(saes[False], world, feats, x, toy.layout(world, matryoshka=False)),
         "Matryoshka": toy.absorption(saes[True], world, feats, x, toy.layout(world)),

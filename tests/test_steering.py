@@ -363,3 +363,33 @@ def test_side_by_side_escapes_every_text_and_checks_lengths():
     assert "ok" in html
     with pytest.raises(ValueError, match="one per prompt"):
         steering.side_by_side(["a", "b"], plain=["x"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"top_p": float("nan")}, "top_p must be finite"),
+        ({"top_p": 0.0}, r"0 < top_p <= 1"),
+        ({"top_p": 1.5}, r"0 < top_p <= 1"),
+        ({"temperature": 0.0}, "temperature > 0"),
+        ({"temperature": float("inf")}, "temperature must be finite"),
+    ],
+)
+def test_sampling_settings_are_checked_before_generating(mini, kwargs, match):
+    model, tok = mini
+    with pytest.raises(ValueError, match=match):
+        steering.generate(model, tok, "Hello", 2, do_sample=True, **kwargs)
+    assert hooks.active_hooks(model) == 0
+
+
+def test_lens_sizes_are_checked(mini, sae):
+    from saehelpers import features
+
+    model, tok = mini
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="k must be an int in 1"):
+            lm.logit_lens(model, sae.W_dec[0], k=bad)
+        with pytest.raises(ValueError, match="n must be an int in 1"):
+            features.neighbours(sae, 0, n=bad)
+        with pytest.raises(ValueError, match="n must be an int in 1"):
+            features.lens_table(model, tok, sae.W_dec[0], n=bad)

@@ -14,11 +14,8 @@ from saehelpers import toy
 
 
 @pytest.fixture(scope="module")
-def trained():
-    world = toy.make_toy(seed=0)
-    feats, x = world.sample(20000, seed=123)
-    saes = {m: toy.train(world, m, seed=1, progress=False) for m in (False, True)}
-    return world, feats, x, saes
+def trained(toy_saes):
+    return toy_saes
 
 
 def test_make_toy_plants_the_hierarchy():
