@@ -1,4 +1,4 @@
-"""All Matryoshka prefix reconstructions from one encode (issue 8), measured side by side.
+"""All Matryoshka prefix reconstructions from one encode, measured side by side.
 
 Three ways to get the reconstruction of every prefix width, timed on the same activations:
 - full: one `sae.encode` + one `sae.decode` (the whole SAE only; the unit of cost);

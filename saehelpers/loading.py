@@ -317,9 +317,14 @@ def load_model(preset: str | None = None, device=None, dtype=None):
 
 
 def sae_path(layer: int, preset: str = MINI) -> Path:
-    """Folder of a shipped mini SAE (cfg.json + sae_weights.safetensors)."""
-    rel = get_release(check_preset(preset))
-    return mini_dir() / rel.sae_id(layer)
+    """Folder of a shipped mini SAE (cfg.json + sae_weights.safetensors). Only the mini release ships files."""
+    if check_preset(preset) != MINI:
+        raise ValueError(
+            f"Only the {MINI!r} release ships SAE files; the {preset!r} SAEs live in the Hugging Face cache. "
+            f"Load one with saehelpers.load_sae(layer, {preset!r})."
+        )
+    rel = get_release(MINI)
+    return mini_dir() / rel.sae_id(rel.check_layer(layer))
 
 
 def load_sae(layer, preset: str | None = None, device=None, dtype=None):

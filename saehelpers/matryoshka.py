@@ -191,9 +191,11 @@ def prefix_loss(
     Loss counts predictions from a kept token to a kept token (`metrics.ce_loss` with `token_mask`).
     """
     from .activations import _bos, _unpack
+    from .loading import check_sae_at
 
     widths = check_widths(release, widths, strict)
     _check_sae(sae, release)
+    check_sae_at(sae, layer, model)  # an SAE spliced at another layer would give a meaningless loss
     bos = _bos(model, None)
     ce = dict.fromkeys(widths, 0.0)
     kl = dict.fromkeys(widths, 0.0)

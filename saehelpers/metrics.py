@@ -57,7 +57,7 @@ def explained_variance(x: torch.Tensor, x_hat: torch.Tensor, about: str = "mean"
     March 2025 it reported the mean over tokens of per-token ratios,
     1 - ||x_i - x_hat_i||^2 / ||x_i - mu_batch||^2 (still logged as `explained_variance_legacy`).
     PR #443 (2025-03) switched to a ratio of sums, but a bug made the evals' denominator the
-    variance about zero, which inflates it (issue #659: ~0.98 against ~0.78 with the legacy
+    variance about zero, which inflates it (SAELens issue #659: ~0.98 against ~0.78 with the legacy
     formula); PR #665 (2026) fixed that, and the installed 6.54's `ExplainedVarianceCalculator`
     (evals) and trainer log (per training batch) both use about="mean" as defined here.
     So an SAE's published number depends on when it was measured: compare like with like.

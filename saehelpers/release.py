@@ -16,7 +16,7 @@ REAL = "gemma-3-1b"
 MINI = "mini"
 PRESETS = (REAL, MINI)
 
-# The model card's explained-variance column (RELEASE_FACTS.md), layers 0-24.
+# The model card's explained-variance column (the release's Hugging Face model card), layers 0-24.
 CARD_EXPLAINED_VARIANCE = (
     0.99118, 0.985819, 0.981468, 0.979252, 0.973719, 0.977229, 0.982247,
     0.989271, 0.985447, 0.985869, 0.98235, 0.980853, 0.977682, 0.969005,

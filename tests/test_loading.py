@@ -143,3 +143,12 @@ def test_doctor_reports_without_leaking_token(tmp_path):
         (loading.sae_path(layer) / "cfg.json").exists() for layer in saehelpers.get_release("mini").layers
     )
     assert out.returncode == (0 if shipped else 1), text
+
+
+def test_sae_path_is_for_the_shipped_mini_release_only():
+    rel = saehelpers.get_release("mini")
+    assert (loading.sae_path(rel.layers[0]) / "cfg.json").exists()
+    with pytest.raises(ValueError, match="Only the 'mini' release ships SAE files.*load_sae"):
+        loading.sae_path(rel.layers[0], "gemma-3-1b")
+    with pytest.raises(ValueError, match="layer"):
+        loading.sae_path(rel.layers[0] + 1)

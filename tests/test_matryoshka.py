@@ -244,7 +244,7 @@ def test_bad_input_errors(real_sae):
         mt.hierarchy(sae, rel, acts, [0], sort_by="freq")
 
 
-# ---------------------------------------------------------------- issue 8: trees, prefix loss, mini layers
+# ---------------------------------------------------------------- trees, prefix loss, mini layers
 
 
 def test_tree_text_and_drawing():
@@ -335,3 +335,15 @@ def test_tree_explorer_without_widgets_shows_every_parents_tree(monkeypatch):
         [mt.tree_text(table, 0, labels), mt.tree_text(table, 5, labels) + "\n\ndetails of eleven"]
     )
     assert "zero &lt;b&gt;" in view._repr_html_() and "all 2 parents" in view._repr_html_()
+
+
+def test_prefix_loss_refuses_an_sae_from_another_layer(mini):
+    import saehelpers
+    from saehelpers.text import token_batches
+
+    model, tok = mini
+    rel = get_release("mini")
+    sae = saehelpers.load_sae(rel.layers[0], "mini")
+    batches = token_batches(tok, "mini", batch_size=1, seq_len=8, n_batches=1)
+    with pytest.raises(ValueError, match=str(rel.layers[0])):
+        mt.prefix_loss(model, sae, rel, rel.layers[1], batches, progress=False)

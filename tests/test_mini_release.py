@@ -1,4 +1,4 @@
-"""The shipped mini release: files, format, and the quality floors of issue 3, recomputed.
+"""The shipped mini release: files, format, and its quality floors, recomputed.
 
 The metrics are recomputed from the shipped files with saehelpers' own metric functions (an
 implementation independent of scripts/build_mini_release.py) on the held-out slice that the build
@@ -20,7 +20,7 @@ from saehelpers.metrics import ce_loss, explained_variance, token_mask
 from saehelpers.release import mini_dir
 from saehelpers.text import shipped_sample_path, token_batches
 
-# Floors from issue 3 (held-out text, BOS excluded).
+# Quality floors the mini release is built to (held-out text, BOS excluded).
 EV_FLOOR_EARLY_MIDDLE = 0.85
 EV_FLOOR_LATEST = 0.70
 L0_REL_TOL = 0.20
@@ -68,7 +68,7 @@ def _meta():
 
 
 LAYERS = _meta()["layers"]
-# Issue 3: the floors hold on "the early and middle layers" (EV) and "the middle layer" (delta
+# The floors hold on "the early and middle layers" (EV) and "the middle layer" (delta
 # loss); with four layers, the middle ones are all but the first and the last.
 MIDDLE = LAYERS[1:-1]
 

@@ -298,12 +298,6 @@ def test_missing_layer_offline(raw):
 
 @pytest.fixture(scope="module")
 def helpers(fake_hub) -> dict:
-    try:
-        import saehelpers
-
-        saehelpers.load_model, saehelpers.load_sae  # noqa: B018
-    except (ImportError, AttributeError) as e:
-        pytest.skip(f"saehelpers.load_model / load_sae not written yet ({e})")
     return run_offline(SAEHELPERS_CALLS, fake_hub)
 
 

@@ -1,7 +1,7 @@
 """saehelpers.steering on the mini model: exact edits, seeded generation, measurements, bad input, clean-up.
 
 Most tests use a random SAELens JumpReLU SAE (the mechanics do not depend on trained weights); the
-test that steering *works* needs the trained mini SAEs and is skipped only when their files are absent.
+test that steering *works* uses a trained mini SAE, shipped with the package.
 """
 
 import pytest
@@ -305,8 +305,7 @@ def test_steering_a_lens_picked_feature_moves_the_measurements(mini):
     from saehelpers.text import token_batches
 
     layer, path = _trained_sae_path()
-    if not (path / "cfg.json").exists():
-        pytest.skip(f"the trained mini SAEs are not built yet ({path})")
+    assert (path / "cfg.json").exists(), f"the shipped mini SAE is missing: {path}"
     model, tok = mini
     sae = saehelpers.load_sae(layer, "mini", dtype="float32")
     batches = list(token_batches(tok, "mini", 4, 64, n_batches=2))
