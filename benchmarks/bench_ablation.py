@@ -56,12 +56,12 @@ def main() -> int:
     best = {"attribution": float("inf"), "true ablation": float("inf")}
     for _ in range(args.repeat):
         t = time.perf_counter()
-        table = ablation.attribute(model, sae, layer, task)
+        table = ablation.attribute(model, sae, task)
         best["attribution"] = min(best["attribution"], time.perf_counter() - t)
         estimate = table.groupby("feature")["estimate"].sum()
         top = estimate.abs().sort_values(ascending=False).index[: args.top].tolist()
         t = time.perf_counter()
-        true = ablation.true_effects(model, sae, layer, task, top, progress=False)["effect"]
+        true = ablation.true_effects(model, sae, task, top, progress=False)["effect"]
         best["true ablation"] = min(best["true ablation"], time.perf_counter() - t)
 
     n_tokens = int(task.attention_mask.sum()) - len(ITEMS)  # BOS left out

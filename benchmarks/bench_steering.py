@@ -131,7 +131,7 @@ def main() -> int:
                 return gen(**kw)
 
         def clamped():
-            with steering.clamp(model, sae, layer, feature, 10.0):
+            with steering.clamp(model, sae, feature, 10.0):
                 return gen()
 
         runs = {"plain": gen, "steered": steered, "steered, no KV cache": lambda: steered(use_cache=False)}

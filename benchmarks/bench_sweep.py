@@ -89,11 +89,11 @@ out = {"before_saes": base}
 if mode == "one":
     sae = saehelpers.load_sae(layers[0], preset)
     out["sae_bytes"] = sum(p.numel() * p.element_size() for p in sae.parameters())
-    sae_stats(model, sae, layers[0], batches, progress=False)
+    sae_stats(model, sae, batches, progress=False)
 else:
-    for layer, sae in saehelpers.iter_saes(layers, preset=preset):
+    for sae in saehelpers.iter_saes(layers, preset=preset):
         out["sae_bytes"] = sum(p.numel() * p.element_size() for p in sae.parameters())
-        sae_stats(model, sae, layer, batches, progress=False)
+        sae_stats(model, sae, batches, progress=False)
 out["peak"] = rss()
 out["layers"] = layers
 print("RESULT " + json.dumps(out))

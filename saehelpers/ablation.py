@@ -24,32 +24,18 @@ import pandas as pd
 import torch
 
 from . import hooks, lm
-from .checks import check_feature, check_int
-from .features import token_strings
-from .loading import check_sae_at
+from .checks import check_features, check_int, check_vector
 from .matryoshka import _check_sae as _check_layout
 from .matryoshka import check_width, groups, latent_groups
 from .progress import progress_bar
+from .release import layer_of
+from .tokens import check_texts, pad_rows, token_strings
 
 # ---------------------------------------------------------------- checks
 
 
-def check_features(sae, features) -> list[int]:
-    """`features` (an id or a list of ids) as a list of distinct ids in the order given, else ValueError."""
-    if isinstance(features, torch.Tensor) and features.dim() > 0:
-        features = features.tolist()
-    many = hasattr(features, "__iter__") and not isinstance(features, (str, torch.Tensor))
-    ids = [check_feature(f, sae.cfg.d_sae) for f in (features if many else [features])]
-    if not ids:
-        raise ValueError(
-            f"No features given: pass a feature id or a non-empty list of ids in 0..{sae.cfg.d_sae - 1}."
-        )
-    return list(dict.fromkeys(ids))
-
-
-def _check_sae(model, sae, layer) -> int:
-    (layer,) = hooks._check_layers(model, [layer])
-    check_sae_at(sae, layer, model)
+def _check_sae(model, sae) -> int:
+    layer = layer_of(sae, model)
     # x - a_f d_f equals decode(a') + error only when decode is affine (no output normalisation).
     if getattr(sae.cfg, "normalize_activations", "none") != "none":
         raise ValueError(
@@ -59,16 +45,16 @@ def _check_sae(model, sae, layer) -> int:
     return layer
 
 
+def _distinct(sae, features) -> list[int]:
+    """The feature ids, each once, in the order given."""
+    return list(dict.fromkeys(check_features(features, sae.cfg.d_sae)))
+
+
 def _check_means(sae, means) -> torch.Tensor | None:
     if means is None:
         return None
-    means = torch.as_tensor(means)
-    if means.shape != (sae.cfg.d_sae,) or not means.is_floating_point() or not torch.isfinite(means).all():
-        raise ValueError(
-            f"means must be a finite float tensor of shape ({sae.cfg.d_sae},), one mean activation per "
-            f"feature (e.g. `stats.mean` from features.feature_stats); got {tuple(means.shape)}, {means.dtype}."
-        )
-    return means
+    hint = "(one mean activation per feature, e.g. `stats.mean` from features.feature_stats)"
+    return check_vector(means, "means", (sae.cfg.d_sae,), hint=hint)
 
 
 def _check_group(release, group) -> int:
@@ -100,8 +86,8 @@ def _edit(sae, x, ids, means, keep_error) -> torch.Tensor:
 
 
 @contextmanager
-def _ablation(model, sae, layer, ids, means=None, positions=None, include_bos=False, keep_error=True):
-    layer = _check_sae(model, sae, layer)
+def _ablation(model, sae, ids, means=None, positions=None, include_bos=False, keep_error=True):
+    layer = _check_sae(model, sae)
     means = _check_means(sae, means)
     positions = hooks._check_positions(positions)
     ids = torch.as_tensor(ids, dtype=torch.long, device=sae.W_dec.device)
@@ -121,44 +107,44 @@ def _ablation(model, sae, layer, ids, means=None, positions=None, include_bos=Fa
         yield
 
 
-def ablate(model, sae, layer: int, features, means=None, positions=None, include_bos=False, keep_error=True):
-    """Context manager: remove `features` (an id or a list of ids) from resid_post at `layer`.
+def ablate(model, sae, features, means=None, positions=None, include_bos=False, keep_error=True):
+    """Context manager: remove `features` (an id or a list of ids) from resid_post at the SAE's layer.
 
     means=None sets them to 0 (zero ablation); a [d_sae] tensor of mean activations (e.g. `stats.mean`)
     sets each to its mean (mean ablation). positions: absolute token positions to ablate (None: all);
     BOS (position 0) is left alone unless include_bos=True. keep_error=False replaces the residual by
     the SAE's reconstruction of the ablated activations (the SAE's error is then lost as well).
     """
-    ids = check_features(sae, features)
-    return _ablation(model, sae, layer, ids, means, positions, include_bos, keep_error)
+    ids = _distinct(sae, features)
+    return _ablation(model, sae, ids, means, positions, include_bos, keep_error)
 
 
-def ablate_group(model, sae, release, layer: int, group: int, **kwargs):
+def ablate_group(model, sae, release, group: int, **kwargs):
     """Context manager: ablate every feature of Matryoshka `group` (its latents `start:end`); see `ablate`."""
-    _check_layout(sae, release)
+    release = _check_layout(sae, release)
     start, end = groups(release)[_check_group(release, group)]
-    return ablate(model, sae, layer, range(start, end), **kwargs)
+    return ablate(model, sae, range(start, end), **kwargs)
 
 
-def ablate_outside(model, sae, release, layer: int, width: int, **kwargs):
+def ablate_outside(model, sae, release, width: int, **kwargs):
     """Context manager: ablate every latent outside the prefix `0:width`, a Matryoshka group boundary.
 
     width = d_sae ablates nothing: with keep_error=False that is the plain spliced SAE.
     """
-    _check_layout(sae, release)
+    release = _check_layout(sae, release)
     width = check_width(release, width)
-    return _ablation(model, sae, layer, list(range(width, sae.cfg.d_sae)), **kwargs)
+    return _ablation(model, sae, list(range(width, sae.cfg.d_sae)), **kwargs)
 
 
-def splice(model, sae, layer: int, keep_error: bool = True, include_bos: bool = True):
-    """Context manager: resid_post at `layer` -> decode(encode(x)) + (x - decode(encode(x))) when keep_error.
+def splice(model, sae, keep_error: bool = True, include_bos: bool = True):
+    """Context manager: resid_post at the SAE's layer -> decode(encode(x)) + (x - decode(encode(x))) when keep_error.
 
     Nothing ablated: with the error term the model computes what the clean model does (up to float
     rounding); keep_error=False is `hooks.splice_sae`, the SAE's reconstruction alone.
     """
-    _check_sae(model, sae, layer)
+    layer = _check_sae(model, sae)
     if not keep_error:
-        return hooks.splice_sae(model, sae, layer, include_bos=include_bos)
+        return hooks.splice_sae(model, sae, include_bos=include_bos)
 
     def with_error(x):
         recon = sae(x.to(sae.device, sae.dtype)).to(x.device, x.dtype)
@@ -203,11 +189,20 @@ class Task:
 
 def make_task(tokenizer, items, device="cpu") -> Task:
     """A `Task` from (prompt, correct, wrong) triples; each answer must be one token, e.g. " Paris"."""
+    example = '("The capital of Japan is", " Tokyo", " Beijing")'
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+        raise ValueError(
+            f"items must be a list of (prompt, correct, wrong) triples, e.g. [{example}]; got {items!r}."
+        )
     items = list(items)
     if not items:
-        raise ValueError(
-            'Give at least one (prompt, correct, wrong) triple, e.g. ("The capital of Japan is", " Tokyo", " Beijing").'
-        )
+        raise ValueError(f"Give at least one (prompt, correct, wrong) triple, e.g. {example}.")
+    for i, item in enumerate(items):
+        if isinstance(item, str) or not hasattr(item, "__len__") or len(item) != 3:
+            raise ValueError(
+                f"items[{i}] is {item!r}: each item must be a (prompt, correct, wrong) triple, e.g. {example}."
+            )
+        check_texts(item, f"items[{i}]")
 
     def one_token(text):
         ids = tokenizer(text, add_special_tokens=False).input_ids
@@ -219,14 +214,11 @@ def make_task(tokenizer, items, device="cpu") -> Task:
         return ids[0]
 
     rows = [tokenizer(p).input_ids for p, _, _ in items]
-    n = max(map(len, rows))
-    pad = tokenizer.pad_token_id or 0
-    ids = torch.tensor([r + [pad] * (n - len(r)) for r in rows], device=device)
-    mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows], device=device)
+    ids, mask = pad_rows(tokenizer, rows)
     return Task(
         prompts=[p for p, _, _ in items],
-        input_ids=ids,
-        attention_mask=mask,
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
         correct=torch.tensor([one_token(c) for _, c, _ in items], device=device),
         wrong=torch.tensor([one_token(w) for _, _, w in items], device=device),
         last=torch.tensor([len(r) - 1 for r in rows], device=device),
@@ -249,13 +241,13 @@ def _metric(task, metric):
 
 
 def attribute(
-    model, sae, layer: int, task: Task, metric=None, means=None, positions=None, include_bos: bool = False,
+    model, sae, task: Task, metric=None, means=None, positions=None, include_bos: bool = False,
     tokenizer=None, release=None,
 ) -> pd.DataFrame:  # fmt: skip
     """Estimated effect on the metric of ablating each feature at each token, from one forward + one backward.
 
     metric(logits) -> scalar tensor, on `task.run`'s logits (default: `task.metric`). For feature f at
-    token t, with g_t the gradient of the metric with respect to resid_post at `layer`:
+    token t, with g_t the gradient of the metric with respect to resid_post at the SAE's layer:
 
         estimate = (target_f - a_f(t)) * (g_t . d_f)        (target 0, or means[f] for mean ablation)
 
@@ -265,7 +257,8 @@ def attribute(
     `tokenizer` is given, else its id), feature, group (when `release` is given), activation, estimate.
     `attrs["metric"]` holds the clean metric.
     """
-    layer = _check_sae(model, sae, layer)
+    layer = _check_sae(model, sae)
+    release = None if release is None else _check_layout(sae, release)
     means = _check_means(sae, means)
     where = _where(task, positions, include_bos)
     metric = _metric(task, metric)
@@ -309,7 +302,7 @@ def attribute(
 
 @torch.no_grad()
 def true_effects(
-    model, sae, layer: int, task: Task, features, metric=None, means=None, positions=None,
+    model, sae, task: Task, features, metric=None, means=None, positions=None,
     include_bos: bool = False, keep_error: bool = True, progress: bool = True,
 ) -> pd.DataFrame:  # fmt: skip
     """The real effect on the metric of ablating each of `features` alone: one forward pass per feature.
@@ -317,13 +310,13 @@ def true_effects(
     Same arguments as `attribute`. Returns a table indexed by feature (in the order given) with the
     column `effect` = metric(ablated) - metric(clean); `attrs["metric"]` holds the clean metric.
     """
-    ids = check_features(sae, features)
+    ids = _distinct(sae, features)
     _where(task, positions, include_bos)  # checks the positions against the input
     metric = _metric(task, metric)
     clean = metric(task.run(model)).item()
     effects = []
     for f in progress_bar(ids, desc="ablating one feature at a time", disable=not progress):
-        with _ablation(model, sae, layer, [f], means, positions, include_bos, keep_error):
+        with _ablation(model, sae, [f], means, positions, include_bos, keep_error):
             effects.append(metric(task.run(model)).item() - clean)
     table = pd.DataFrame({"effect": effects}, index=pd.Index(ids, name="feature"))
     table.attrs["metric"] = clean
@@ -344,12 +337,12 @@ def token_changes(clean_logits, new_logits, tokenizer, n: int = 8, by: str = "pr
     """
     if by not in ("prob", "logprob"):
         raise ValueError(f"by must be 'prob' or 'logprob', got {by!r}.")
-    clean = torch.log_softmax(torch.as_tensor(clean_logits).double().cpu(), -1)
-    new = torch.log_softmax(torch.as_tensor(new_logits).double().cpu(), -1)
-    if clean.shape != new.shape or clean.dim() != 1:
-        raise ValueError(
-            f"Give two next-token logit vectors [vocab]; got {tuple(clean.shape)} and {tuple(new.shape)}."
-        )
+    hint = "(one next-token distribution, e.g. `logits[row]` from Task.run)"
+    clean = check_vector(clean_logits, "clean_logits", ("vocab",), hint)
+    new = check_vector(new_logits, "new_logits", tuple(clean.shape), hint)
+    n = check_int(n, "n", 1, len(clean), hint="n is how many tokens to list each way.")
+    clean = torch.log_softmax(clean.detach().double().cpu(), -1)
+    new = torch.log_softmax(new.detach().double().cpu(), -1)
     change = new - clean if by == "logprob" else new.exp() - clean.exp()
     ids = torch.cat([change.topk(n).indices, change.topk(n, largest=False).indices.flip(0)])
     return pd.DataFrame(
@@ -368,7 +361,6 @@ __all__ = [
     "ablate_group",
     "ablate_outside",
     "attribute",
-    "check_features",
     "make_task",
     "splice",
     "token_changes",

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from . import hooks, lm, metrics
-from .loading import check_sae_at
+from .checks import check_int
 from .progress import progress_bar
+from .release import layer_of
 
 
 def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,10 +93,9 @@ def collect_resid(
     no logits, no later layers. Results go to `device` as `dtype` (CPU float32 by default, so
     GPU memory stays free). Stops once `max_tokens` tokens are collected.
     """
-    layers = [layers] if isinstance(layers, int) else list(layers)
+    layers = hooks._check_layers(model, layers)
     bos = _bos(model, bos_token_id)
-    if max_tokens is not None and max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1 (or None for all), got {max_tokens}.")
+    max_tokens = None if max_tokens is None else check_int(max_tokens, "max_tokens", low=1, hint="None: all.")
     parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     ids_parts, row_parts, pos_parts, rows = [], [], [], []
     n = 0
@@ -154,17 +154,69 @@ class SAEStats:
         return {k: v for k, v in vars(self).items() if not isinstance(v, torch.Tensor)}
 
 
+@dataclass
+class LossSums:
+    """Next-token loss sums from `splice_losses`: the clean run's and each edited run's, in nats."""
+
+    ce_clean: float
+    ce: dict[str, float]
+    kl: dict[str, float]
+    n_predictions: int  # predictions from a kept token to a kept token (the CE denominator)
+    n_positions: int  # kept positions (the KL denominator)
+
+    def mean_ce(self, name: str) -> float:
+        return self.ce[name] / self.n_predictions
+
+    def mean_kl(self, name: str) -> float:
+        return self.kl[name] / self.n_positions
+
+
+@torch.no_grad()
+def splice_losses(
+    model, layer: int, batches, edits, bos: int, desc: str = "", progress: bool = True
+) -> LossSums:
+    """The loop behind `sae_stats` and `matryoshka.prefix_loss`: per batch, one clean pass capturing
+    resid_post at `layer`, then one pass per edit with resid_post replaced, and their losses.
+
+    edits(x, keep) -> {name: fn}: called once per batch with the kept tokens' activations x [n, d_model]
+    and the keep mask [batch, seq]; each fn maps resid_post [batch, seq, d_model] to its replacement.
+    Losses count predictions from a kept token to a kept token (`lm.next_token_losses`); KL every kept
+    position. Batches without a kept token are skipped.
+    """
+    sums = LossSums(0.0, {}, {}, 0, 0)
+    for batch in progress_bar(batches, desc=desc, unit="batch", disable=not progress):
+        ids, mask = (t.to(model.device) for t in _unpack(batch))
+        keep = metrics.token_mask(ids, mask, bos)
+        if not keep.any():
+            continue
+        with hooks.capture(model, [layer]) as cap:
+            clean = lm.final_hidden(model, ids, mask)
+        others = {}
+        for name, fn in edits(cap[layer][keep], keep).items():
+            with hooks.replace(model, layer, fn):
+                others[name] = lm.final_hidden(model, ids, mask)
+        ce_clean, ce, kl = lm.next_token_losses(model, ids, keep, clean, others)
+        sums.ce_clean += ce_clean.sum().item()
+        for name in others:
+            sums.ce[name] = sums.ce.get(name, 0.0) + ce[name].sum().item()
+            sums.kl[name] = sums.kl.get(name, 0.0) + kl[name].sum().item()
+        sums.n_predictions += len(ce_clean)
+        sums.n_positions += int(keep.sum())
+    if sums.n_predictions == 0:
+        raise ValueError("No tokens to measure: the batches need rows with two or more tokens after BOS.")
+    return sums
+
+
 @torch.no_grad()
 def sae_stats(
     model,
     sae,
-    layer: int,
     batches,
     dense_threshold: float = 0.1,
     bos_token_id: int | None = None,
     progress: bool = True,
 ) -> SAEStats:
-    """Measure `sae` at resid_post of `layer` on `batches`, streaming: nothing grows with the token count.
+    """Measure `sae` at resid_post of its layer on `batches`, streaming: nothing grows with the token count.
 
     Per batch, three full forward passes: clean (capturing resid_post), spliced (resid_post
     replaced by the SAE's reconstruction) and zero-ablated (replaced by zeros). Replacement
@@ -178,59 +230,37 @@ def sae_stats(
     time (`lm.next_token_losses`), so memory beyond the model is about 3 x 128 MB.
     """
     bos = _bos(model, bos_token_id)
-    check_sae_at(sae, layer, model)
+    layer = layer_of(sae, model)
     ev = metrics.EVAccumulator()
     d_sae = sae.cfg.d_sae
     l0_hist = torch.zeros(d_sae + 1, dtype=torch.long)
     counts = torch.zeros(d_sae, dtype=torch.long)
-    sums = dict.fromkeys(["ce_clean", "ce_spliced", "ce_zero_ablated", "kl_spliced", "kl_zero_ablated"], 0.0)
-    n_pred = n_pos = 0
 
     def recon(h):
         # encode/decode rather than sae(h): sae(h) returns h itself when use_error_term is on.
         return sae.decode(sae.encode(h.to(sae.device, sae.dtype))).to(h.device, h.dtype)
 
-    for batch in progress_bar(batches, desc=f"layer {layer} SAE", unit="batch", disable=not progress):
-        ids, mask = _unpack(batch)
-        ids, mask = ids.to(model.device), mask.to(model.device)
-        keep = metrics.token_mask(ids, mask, bos)
-        if not keep.any():
-            continue
-        k3 = keep.unsqueeze(-1)
-        with hooks.capture(model, [layer]) as cap:
-            clean = lm.final_hidden(model, ids, mask)
-        x = cap[layer][keep]
+    def edits(x, keep):
+        nonlocal l0_hist, counts
         feats = sae.encode(x.to(sae.device, sae.dtype))
         ev.add(x, sae.decode(feats))
-        per_token = (feats != 0).sum(-1).cpu()
-        l0_hist += torch.bincount(per_token, minlength=d_sae + 1)
+        l0_hist += torch.bincount((feats != 0).sum(-1).cpu(), minlength=d_sae + 1)
         counts += metrics.firing_counts(feats).cpu()
-        del feats
-
-        runs = {
-            "spliced": lambda h, k=k3: torch.where(k, recon(h), h),
-            "zero_ablated": lambda h, k=k3: h.masked_fill(k, 0.0),
+        k3 = keep.unsqueeze(-1)
+        return {
+            "spliced": lambda h: torch.where(k3, recon(h), h),
+            "zero_ablated": lambda h: h.masked_fill(k3, 0.0),
         }
-        others = {}
-        for name, fn in runs.items():
-            with hooks.replace(model, layer, fn):
-                others[name] = lm.final_hidden(model, ids, mask)
-        ce_clean, ce, kl = lm.next_token_losses(model, ids, keep, clean, others)
-        sums["ce_clean"] += ce_clean.sum().item()
-        for name in runs:
-            sums[f"ce_{name}"] += ce[name].sum().item()
-            sums[f"kl_{name}"] += kl[name].sum().item()
-        n_pred += len(ce_clean)
-        n_pos += int(keep.sum())
 
-    if n_pred == 0:
-        raise ValueError("No tokens to measure: the batches need rows with two or more tokens after BOS.")
-    ce = {k: v / n_pred for k, v in sums.items() if k.startswith("ce")}
-    kl = {k: v / n_pos for k, v in sums.items() if k.startswith("kl")}
+    sums = splice_losses(model, layer, batches, edits, bos, f"layer {layer} SAE", progress)
+    n_pos = sums.n_positions
+    ce = {"ce_clean": sums.ce_clean / sums.n_predictions}
+    ce |= {f"ce_{name}": sums.mean_ce(name) for name in ("spliced", "zero_ablated")}
+    kl = {f"kl_{name}": sums.mean_kl(name) for name in ("spliced", "zero_ablated")}
     return SAEStats(
         layer=layer,
         n_tokens=n_pos,
-        n_predictions=n_pred,
+        n_predictions=sums.n_predictions,
         explained_variance=ev.value("mean"),
         explained_variance_zero=ev.value("zero"),
         l0=(l0_hist * torch.arange(d_sae + 1)).sum().item() / n_pos,

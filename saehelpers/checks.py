@@ -7,6 +7,7 @@ Python-style: -1 is not "the last one", it is out of range.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -57,4 +58,68 @@ def check_feature(feature, d_sae: int) -> int:
     return i
 
 
-__all__ = ["as_int", "check_feature", "check_int"]
+def check_features(features, d_sae: int) -> list[int]:
+    """`features` (an id, or a non-empty list / 1-D tensor / array of ids) as a list of ids, in the order given."""
+    if hasattr(features, "tolist") and as_int(features) is None:  # a tensor or array of ids
+        features = features.tolist()
+    many = hasattr(features, "__iter__") and not isinstance(features, (str, bytes, dict))
+    ids = [check_feature(f, d_sae) for f in (features if many else [features])]
+    if not ids:
+        raise ValueError(
+            f"No features given: pass a feature id or a non-empty list of ids in 0..{d_sae - 1}."
+        )
+    return ids
+
+
+def _bounds(low, high) -> str:
+    if low is not None and high is not None:
+        return f" in {low:g}..{high:g}"
+    return f" >= {low:g}" if low is not None else f" <= {high:g}" if high is not None else ""
+
+
+def check_finite(
+    value, name: str, low: float | None = None, high: float | None = None, hint: str = ""
+) -> float:
+    """`value` as a float if it is one finite real number in low..high (inclusive; None: no bound), else ValueError.
+
+    A Python or NumPy number or a one-element real tensor; never a bool or a string.
+    """
+    valid = "a finite number" + _bounds(low, high)
+    hint = f" {hint}" if hint else ""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(
+            f"{name} must be a real number ({valid}), got {value!r} ({type(value).__name__}).{hint}"
+        )
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite ({valid}), got {value}.{hint}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be {valid}, got {value:g}.{hint}")
+    return value
+
+
+def check_vector(value, name: str, shape: tuple, hint: str = "") -> torch.Tensor:
+    """`value` as a floating-point tensor of `shape` holding no NaN or inf, else ValueError.
+
+    An entry of `shape` may be a name such as "vocab": any size there.
+    """
+    hint = f" {hint}" if hint else ""
+    want = "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"{name} must be a float tensor of shape {want}{hint}, got {type(value).__name__}."
+        ) from None
+    if t.dim() != len(shape) or any(isinstance(n, int) and n != m for n, m in zip(shape, t.shape)):
+        raise ValueError(f"{name} must have shape {want}{hint}, got shape {tuple(t.shape)}.")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be floating point (float32, bfloat16, ...), got {t.dtype}.")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or inf; give finite values.")
+    return t
+
+
+__all__ = ["as_int", "check_feature", "check_features", "check_finite", "check_int", "check_vector"]

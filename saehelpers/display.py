@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import functools
 import html
+import textwrap
 
+import pandas as pd
 import torch
+
+from .checks import check_feature, check_finite, check_int, check_vector
+from .tokens import check_text, check_texts
 
 RGB = "255, 140, 0"  # the highlight colour (orange), as "r, g, b"
 BARS = " ▁▂▃▄▅▆▇█"  # for text histograms
@@ -59,6 +64,9 @@ def plot_label(text: str) -> str:
 
 def token_span(token: str, act: float, vmax: float, centre: bool = False, title: str | None = None) -> str:
     """One token as an HTML span, its background as strong as act / vmax; `centre` draws a box around it."""
+    # Checked here, the one place activations become CSS: a NaN would write "rgba(..., nan)".
+    token, act, vmax = check_text(token, "token"), check_finite(act, "act"), check_finite(vmax, "vmax")
+    title = None if title is None else check_text(title, "title")
     alpha = min(max(act / vmax, 0.0), 1.0) if vmax > 0 else 0.0
     style = f"background: rgba({RGB}, {alpha:.2f}); white-space: pre; border-radius: 3px; padding: 0 1px"
     if alpha > 0.5:
@@ -66,7 +74,7 @@ def token_span(token: str, act: float, vmax: float, centre: bool = False, title:
     if centre:
         style += "; outline: 2px solid currentColor"
     tip = f"{act:.3g}" if title is None else title
-    if not token:  # only the first bytes of a character (features.context_strings): keep its shade visible
+    if not token:  # only the first bytes of a character (tokens.context_strings): keep its shade visible
         style += "; display: inline-block; min-width: 0.4em"
         tip += " (the first bytes of the next character)"
     return f'<span style="{style}" title="{html.escape(tip)}">{html.escape(visible(token))}</span>'
@@ -74,10 +82,13 @@ def token_span(token: str, act: float, vmax: float, centre: bool = False, title:
 
 def tokens_html(tokens, acts, vmax: float | None = None, centre: int | None = None, titles=None) -> str:
     """Tokens side by side, each highlighted by its activation (vmax: the activation drawn full strength)."""
-    acts = [float(a) for a in acts]
+    tokens = [check_text(t, f"tokens[{i}]") for i, t in enumerate(tokens)]
+    acts = [
+        check_finite(a, f"acts[{i}]", hint="Activations must be finite numbers.") for i, a in enumerate(acts)
+    ]
     if len(acts) != len(tokens):
         raise ValueError(f"Got {len(tokens)} tokens but {len(acts)} activations.")
-    vmax = max(acts, default=0.0) if vmax is None else vmax
+    vmax = max(acts, default=0.0) if vmax is None else check_finite(vmax, "vmax")
     titles = titles or [None] * len(tokens)
     spans = (
         token_span(t, a, vmax, i == centre, tip) for i, (t, a, tip) in enumerate(zip(tokens, acts, titles))
@@ -104,9 +115,12 @@ def text_features_html(tokens, feats: torch.Tensor, features=None, n: int = 5, l
     tokens: the text's tokens (BOS left out); feats: [n_tokens, d_sae] from `features.encode_text`;
     label(f): an optional extra description per feature (e.g. its Matryoshka group).
     """
-    if feats.dim() != 2 or feats.shape[0] != len(tokens):
-        raise ValueError(f"feats must be [n_tokens={len(tokens)}, d_sae], got {tuple(feats.shape)}.")
-    features = _strongest(feats, n) if features is None else list(features)
+    hint = "(from features.encode_text; its NaN or inf would reach the page's CSS)"
+    feats = check_vector(feats, "feats", (len(tokens), "d_sae"), hint)
+    if features is None:
+        features = _strongest(feats, check_int(n, "n", low=1, hint="n is how many features to show."))
+    else:
+        features = [check_feature(f, feats.shape[1]) for f in features]
     top = feats.topk(min(3, feats.shape[1]), dim=1)
     tips = [
         ", ".join(f"#{int(i)}: {v:.3g}" for v, i in zip(vals.tolist(), idx) if v > 0) or "no feature fires"
@@ -216,7 +230,7 @@ LOGIT_NOTE = (
 
 
 def card_html(card) -> str:
-    """A feature card (`features.FeatureCard`) as HTML."""
+    """A feature card (`cards.FeatureCard`) as HTML."""
     title, line = _summary(card)
     parts = [
         f"<h4>{html.escape(title)}</h4><p>{html.escape(line)}</p>",
@@ -268,7 +282,108 @@ def card_text(card) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- tables and trees
+
+
+def side_by_side(prompts, **columns):
+    """A table with one row per prompt and one column per way of generating (wrapped, left-aligned).
+
+    Every text is HTML-escaped: a prompt or a generated text holding `<script>` shows as text.
+    """
+    prompts = check_texts(prompts, "prompts", allow_empty=True)
+    columns = {k: check_texts(v, k, allow_empty=True) for k, v in columns.items()}
+    for name, texts in columns.items():
+        if len(texts) != len(prompts):
+            raise ValueError(
+                f"Column {name!r} has {len(texts)} texts for {len(prompts)} prompts: give one per prompt."
+            )
+    df = pd.DataFrame({"prompt": prompts, **columns})
+    return (
+        df.style.format(escape="html")
+        .format_index(escape="html", axis=1)  # a column name is text too
+        .set_properties(**{"white-space": "pre-wrap", "text-align": "left"})
+        .hide(axis="index")
+    )
+
+
+def _centre(e: dict) -> str:
+    """An example's activating token, quoted; one holding only a character's first bytes names that character."""
+    strings = e["strings"]
+    if strings[e["centre"]]:
+        return repr(strings[e["centre"]])
+    return "part of " + repr(next((s for s in strings[e["centre"] :] if s), "?")[:1])
+
+
+def card_label(card, n: int = 3) -> str:
+    """A short label for a tree node from a feature card: id, group, frequency, top tokens, logit lens."""
+    tokens = list(dict.fromkeys(map(_centre, card.top)))[:n]
+    writes = card.logits["raises"].tolist()[:n]
+    return (
+        f"{card.feature} (g{card.group}, {card.frequency:.1%})\n"
+        f"on: {', '.join(tokens) or '-'}\n"
+        f"writes: {', '.join(map(repr, writes))}"
+    )
+
+
+def tree_text(table: pd.DataFrame, parent: int, labels: dict | None = None) -> str:
+    """One parent and its children from a `hierarchy` table, as indented text (the static view)."""
+    labels = labels or {}
+
+    def label(f):
+        return " | ".join(labels.get(f, str(f)).splitlines())
+
+    rows = table[table.parent == parent]
+    lines = [label(parent)]
+    for r in rows.itertuples():
+        lines.append(
+            f"  └─ {label(r.child)}   [cos {r.cosine:.2f}, P(parent|child) {r.p_parent_given_child:.2f}, "
+            f"P(child|parent) {r.p_child_given_parent:.2f}]"
+        )
+    if rows.empty:
+        lines.append("  (no children pass the thresholds)")
+    return "\n".join(lines)
+
+
+def draw_tree(table: pd.DataFrame, parent: int, labels: dict | None = None, ax=None, width: int = 24):
+    """Draw one parent (top) and its children (below) from a `hierarchy` table with matplotlib.
+
+    Each edge is labelled with the decoder cosine and P(parent fires | child fires); `labels` maps a
+    latent id to its node text (e.g. `card_label`), else the id is shown.
+    """
+    import matplotlib.pyplot as plt
+
+    labels = labels or {}
+    rows = table[table.parent == parent].reset_index(drop=True)
+    n = max(len(rows), 1)
+    ax = ax or plt.subplots(figsize=(max(6, 2.6 * n), 3.6))[1]
+    ax.set(xlim=(-0.5, n - 0.5), ylim=(-0.35, 1.3))
+    ax.axis("off")
+
+    def node(x, y, f, colour):
+        text = "\n".join(  # plot_label: characters the font lacks as ⟨U+8B6B⟩, not empty boxes
+            textwrap.shorten(plot_label(line), width, placeholder="…")
+            for line in labels.get(f, str(f)).splitlines()
+        )
+        ax.text(x, y, text, ha="center", va="center", fontsize=8,
+                bbox=dict(boxstyle="round", fc=colour, ec="grey"))  # fmt: skip
+
+    top = (n - 1) / 2
+    for i, r in rows.iterrows():
+        ax.plot([top, i], [1.0, 0.1], color="grey", lw=1 + 3 * r.p_parent_given_child, zorder=0)
+        ax.text((top + i) / 2, 0.55, f"cos {r.cosine:.2f}\nP(p|c) {r.p_parent_given_child:.2f}",
+                fontsize=7, ha="center", va="center", color="dimgrey", bbox=dict(fc="white", ec="none"))  # fmt: skip
+        node(i, 0.1, int(r.child), "#e8f0fe")
+    node(top, 1.0, parent, "#fde9d9")
+    if rows.empty:
+        ax.text(top, 0.3, "no children pass the thresholds", ha="center", fontsize=8, color="grey")
+    return ax
+
+
 __all__ = [
+    "card_label",
+    "draw_tree",
+    "side_by_side",
+    "tree_text",
     "card_brief",
     "card_examples",
     "card_html",

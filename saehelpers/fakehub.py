@@ -40,16 +40,20 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from .release import REAL, get_release, hook_name
+
 # Bump when anything written changes (layout, cfg keys, init): caches of an older version are rebuilt.
 BUILDER_VERSION = 2  # 2: one shared threshold, as SAELens saves batch-top-k SAEs
 
-SAE_REPO = "chanind/gemma-3-1b-batch-topk-matryoshka-saes-w-32k-l0-40"
-MODEL_REPO = "google/gemma-3-1b-pt"
-SAE_LAYERS = tuple(range(25))  # the release has SAEs for layers 0..24 (none for 25)
-N_MODEL_LAYERS = 26
-D_MODEL = 1152
-D_SAE = 32768
-TARGET_L0 = 40  # batch-top-k k: the thresholds aim at about this many active latents per token
+# The release's facts, from the one place they are written (saehelpers.release).
+_RELEASE = get_release(REAL)
+SAE_REPO = _RELEASE.repo_id
+MODEL_REPO = _RELEASE.model_id
+SAE_LAYERS = _RELEASE.layers  # 0..24: none for the model's last layer
+N_MODEL_LAYERS = _RELEASE.n_model_layers
+D_MODEL = _RELEASE.d_model
+D_SAE = _RELEASE.d_sae
+TARGET_L0 = _RELEASE.k  # batch-top-k k: the thresholds aim at about this many active latents per token
 
 # Kept in the cache's `.locks/` folder, which `hf cache scan` skips (a file at the top level reads as a
 # corrupted repo there).
@@ -125,7 +129,7 @@ def sae_cfg_dict(layer: int) -> dict:
         "dtype": "float32",
         "device": "cuda",  # where it was trained; SAE.from_pretrained overrides it
         "model_name": MODEL_REPO,
-        "hook_name": f"blocks.{layer}.hook_resid_post",
+        "hook_name": hook_name(layer),
         "hook_layer": layer,
         "hook_head_index": None,
         "activation_fn_str": "relu",
@@ -319,7 +323,7 @@ def _add_safetensors(root: Path, repo_id: str, rel_path: str, tensors: dict) -> 
 
 
 def _write_sae_layer(root: Path, layer: int, seed: int) -> dict:
-    folder = f"blocks.{layer}.hook_resid_post"
+    folder = hook_name(layer)
     tensors = sae_tensors(layer, seed)
     _add_safetensors(root, SAE_REPO, f"{folder}/sae_weights.safetensors", tensors)
     sparsity = sparsity_tensor(layer, seed)
@@ -449,7 +453,7 @@ def build_fake_hub(
         for layer in sae_layers:
             if str(layer) in manifest["sae_layers"]:
                 continue
-            say(f"writing {SAE_REPO} blocks.{layer}.hook_resid_post...")
+            say(f"writing {SAE_REPO} {hook_name(layer)}...")
             manifest["sae_layers"][str(layer)] = _write_sae_layer(root, layer, seed)
             _save_manifest(root, manifest)
     return root

@@ -1,4 +1,4 @@
-"""What a feature means: streaming statistics, feature cards and concept contrast (the project's own dashboards).
+"""What a feature does: streaming statistics over many tokens, concept contrast, one text's activations.
 
 The release has no Neuronpedia pages, so we compute what a dashboard shows in ONE pass over N
 tokens, for all latents at once (`stream_stats`):
@@ -10,30 +10,29 @@ with numba) and the batch is dropped, so memory is O(d_sae x k x window) whateve
 [tokens, d_sae] matrix exists only for one batch at a time. BOS and padding are left out everywhere
 (BOS's huge norm makes it fire latents that say nothing about the text).
 
-A feature card (`feature_card`) adds the logit lens of the feature's decoder direction, its
-Matryoshka group and its nearest decoder neighbours. `contrast` finds features for a concept.
+`cards.feature_card` turns these statistics into one feature's card. `contrast` finds features
+for a concept; `encode_text` shows every feature on one text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 from numba import njit
 
-from . import hooks, lm, metrics
+from . import hooks, metrics
 from .activations import _unpack
 from .checks import check_feature, check_int
-from .loading import cache_dir, check_sae_at
+from .loading import cache_dir, check_sae
 from .matryoshka import latent_groups
 from .progress import progress_bar
-from .release import get_release
-from .text import token_batches
+from .release import as_release, layer_of
+from .text import text_source, token_batches
+from .tokens import check_texts, context_strings, text_batches, tokenize
 
 # Activation histogram bins, shared by all latents: 10 per decade from 1e-3 to 1e5, log-spaced because
 # activations span orders of magnitude. Values outside are counted in the first or last bin.
@@ -42,23 +41,6 @@ _INNER_EDGES = HIST_EDGES[1:-1].numpy()  # bin b holds edges[b - 1] < x <= edges
 # Bump when the statistics change, so old cached files are recomputed.
 CACHE_VERSION = 3
 _MASK32 = 0xFFFFFFFF
-
-
-# ---------------------------------------------------------------- checks
-
-
-def _check_texts(texts, name: str = "texts") -> list[str]:
-    if isinstance(texts, str):
-        texts = [texts]
-    if texts is None or not hasattr(texts, "__iter__"):
-        raise ValueError(f"{name} must be a non-empty string or a list of them, got {texts!r}.")
-    texts = list(texts)
-    if not texts:
-        raise ValueError(f"{name} is empty: give a list of one or more non-empty strings.")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str) or not t:
-            raise ValueError(f"{name}[{i}] is {t!r}: every text must be a non-empty string.")
-    return texts
 
 
 # ---------------------------------------------------------------- keys
@@ -338,10 +320,12 @@ class FeatureStats:
 
     def top(self, feature: int) -> list[dict]:
         """The feature's top-activating examples, strongest first (see `Examples.of`)."""
-        return self.examples.of(feature)
+        return self.examples.of(check_feature(feature, self.d_sae))
 
     def sample(self, feature: int, n: int | None = None) -> list[dict]:
         """n (default k) tokens drawn uniformly from those where the feature fires, shown strongest first."""
+        feature = check_feature(feature, self.d_sae)
+        n = None if n is None else check_int(n, "n", low=1)
         drawn = self.examples.of(self.d_sae + feature)[:n]  # in key order, i.e. random: any n are a sample
         return sorted(drawn, key=lambda e: -e["value"])
 
@@ -370,7 +354,7 @@ class FeatureStats:
     def frequency_rank(self, feature: int) -> int:
         """1 for the most frequent latent; ties share the best rank."""
         counts = self.counts
-        return int((counts > counts[feature]).sum()) + 1
+        return int((counts > counts[check_feature(feature, self.d_sae)]).sum()) + 1
 
     def save(self, path) -> None:
         state = {k: getattr(self, k) for k in ("layer", "d_sae", "n_tokens", "info")}
@@ -406,17 +390,17 @@ def _first(keep: torch.Tensor, n: int) -> torch.Tensor:
 
 @torch.no_grad()
 def stream_stats(
-    model, sae, layer: int, batches, max_tokens: int | None = None, k: int = 16, before: int = 8,
+    model, sae, batches, max_tokens: int | None = None, k: int = 16, before: int = 8,
     after: int = 4, progress: bool = True,
 ) -> FeatureStats:  # fmt: skip
     """`FeatureStats` of `sae` over the tokens of `batches` (BOS and padding left out), in one pass.
 
-    Per batch: resid_post at `layer` (the forward pass stops there), `sae.encode`, `FeatureStats.add`.
+    Per batch: resid_post at the SAE's layer (the forward pass stops there), `sae.encode`, `FeatureStats.add`.
     Stops after `max_tokens` tokens. k: examples kept per latent; before / after: context tokens.
     """
-    check_sae_at(sae, layer)
-    if max_tokens is not None and max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1 (or None for all), got {max_tokens}.")
+    layer = layer_of(sae, model)
+    if max_tokens is not None:
+        max_tokens = check_int(max_tokens, "max_tokens", low=1, hint="(or None for all tokens)")
     bos = model.config.bos_token_id
     stats = FeatureStats(sae.cfg.d_sae, k, before, after, layer=layer)
     bar = progress_bar(
@@ -448,21 +432,22 @@ def _fingerprint(sae) -> str:
 
 
 def feature_stats(
-    model, tokenizer, sae, layer: int, preset: str | None = None, n_tokens: int = 4096, texts=None,
+    model, tokenizer, sae, release=None, n_tokens: int = 4096, texts=None,
     k: int = 16, before: int = 8, after: int = 4, batch_size: int = 8, seq_len: int = 128,
     cache: bool = True, progress: bool = True,
 ) -> FeatureStats:  # fmt: skip
-    """`stream_stats` over the first `n_tokens` held-out tokens of the preset's text (or of `texts`).
+    """`stream_stats` over the first `n_tokens` held-out tokens of the release's text (or of `texts`).
 
     Cached on disk (under `saehelpers.cache_dir()`) per preset, layer, text, n_tokens, settings and
     SAE weights, so a rerun loads in a moment. Fewer tokens come back if the text runs out.
     """
-    rel = get_release(preset)
-    layer = rel.check_layer(layer)
-    if sae.cfg.d_sae != rel.d_sae:
-        raise ValueError(f"The SAE has {sae.cfg.d_sae} latents but the {rel.name!r} release has {rel.d_sae}.")
-    texts = None if texts is None else _check_texts(texts)  # a list, so hashing it does not use it up
-    text_id = "heldout" if texts is None else hashlib.sha256("\x00".join(texts).encode()).hexdigest()
+    rel = as_release(release)
+    layer = check_sae(sae, rel, model)
+    n_tokens = check_int(n_tokens, "n_tokens", low=1)
+    batch_size, seq_len = check_int(batch_size, "batch_size", low=1), check_int(seq_len, "seq_len", low=2)
+    texts = None if texts is None else check_texts(texts)  # a list, so hashing it does not use it up
+    heldout = f"heldout-{text_source(rel.name)}"  # the Pile, or the mini corpus ($SAEHELPERS_TEXT)
+    text_id = heldout if texts is None else hashlib.sha256("\x00".join(texts).encode()).hexdigest()
     key = dict(v=CACHE_VERSION, preset=rel.name, layer=layer, text=text_id, n=n_tokens, k=k, before=before,
                after=after, batch=batch_size, seq=seq_len, sae=_fingerprint(sae))  # fmt: skip
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
@@ -470,7 +455,7 @@ def feature_stats(
     if cache and path.exists():
         return FeatureStats.load(path)
     batches = token_batches(tokenizer, rel.name, batch_size, seq_len, split="heldout", texts=texts)
-    stats = stream_stats(model, sae, layer, batches, n_tokens, k, before, after, progress)
+    stats = stream_stats(model, sae, batches, n_tokens, k, before, after, progress)
     stats.info = key
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -483,91 +468,30 @@ def feature_stats(
 # ---------------------------------------------------------------- one text, two sets of texts
 
 
-BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # Gemma's byte-fallback tokens, e.g. <0xE8>
-
-
-def _token_bytes(tokenizer, ids) -> list[bytes]:
-    """Each token's UTF-8 bytes: a byte-fallback token is its one byte, any other token its decoded text."""
-    ids = [int(i) for i in ids]
-    pieces = tokenizer.convert_ids_to_tokens(ids)
-    return [
-        bytes([int(m[1], 16)]) if (m := BYTE_TOKEN.fullmatch(p or "")) else tokenizer.decode([i]).encode()
-        for p, i in zip(pieces, ids)
-    ]
-
-
-def _chars(data: bytes):
-    """(text, n_bytes) per character of `data`; a byte that makes no whole character reads ⟨0xE8⟩, not �."""
-    for c in data.decode("utf-8", "surrogateescape"):  # such a byte decodes to a lone surrogate U+DC80..DCFF
-        yield (f"⟨0x{ord(c) - 0xDC00:02X}⟩", 1) if "\udc80" <= c <= "\udcff" else (c, len(c.encode()))
-
-
-def token_strings(tokenizer, ids) -> list[str]:
-    """Each token id, on its own, as the text it stands for (spaces and newlines included).
-
-    For unrelated tokens (a logit-lens list). A byte-fallback token alone is no character, so it reads
-    ⟨0xE8⟩. For consecutive tokens of a text use `context_strings`.
-    """
-    return ["".join(c for c, _ in _chars(b)) for b in _token_bytes(tokenizer, ids)]
-
-
-def context_strings(tokenizer, ids) -> list[str]:
-    """Consecutive tokens as texts that join to the decoded text, each token's activation still its own.
-
-    Gemma spells a rare character as byte tokens (譫 = <0xE8><0xAD><0xAB>), each a � when decoded alone.
-    Here a character goes to the token holding its last byte, where the model has seen all of it; the
-    tokens before that show "". A byte whose character is cut off by the context's edge reads ⟨0xAD⟩.
-    """
-    parts = _token_bytes(tokenizer, ids)
-    owner = [t for t, b in enumerate(parts) for _ in b]  # the token each byte came from
-    out, pos = [""] * len(parts), 0
-    for text, n in _chars(b"".join(parts)):
-        pos += n
-        out[owner[pos - 1]] += text
-    return out
-
-
-def _tokenize(tokenizer, text: str, max_len: int | None = None) -> list[int]:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: None if max_len is None else max_len - 1]
-    if not ids:
-        raise ValueError(f"The text {text!r} has no tokens: give a non-empty text.")
-    return [tokenizer.bos_token_id, *ids]
-
-
 @torch.no_grad()
-def encode_text(model, tokenizer, sae, layer: int, text: str) -> tuple[list[str], torch.Tensor]:
+def encode_text(model, tokenizer, sae, text: str) -> tuple[list[str], torch.Tensor]:
     """The tokens of `text` (BOS left out) and their feature activations, [n_tokens, d_sae] (CPU float32)."""
     if not isinstance(text, str) or not text:
-        raise ValueError(f"text must be a non-empty string, got {text!r}.")
-    check_sae_at(sae, layer)
-    ids = torch.tensor([_tokenize(tokenizer, text)], device=model.device)
+        raise ValueError(f"text must be a non-empty string, got {text!r} ({type(text).__name__}).")
+    layer = layer_of(sae, model)
+    ids = torch.tensor([tokenize(tokenizer, text)], device=model.device)
     x = hooks.resid_post(model, ids, [layer])[layer][0, 1:]
     feats = sae.encode(x.to(sae.device, sae.dtype)).float().cpu()
     return context_strings(tokenizer, ids[0, 1:]), feats
 
 
-def text_batches(tokenizer, texts, batch_size: int = 8, max_len: int = 256):
-    """Batches with one row per text (BOS + its tokens, cut at max_len), right-padded: for short text lists."""
-    rows = [_tokenize(tokenizer, t, max_len) for t in _check_texts(texts)]
-    for i in range(0, len(rows), batch_size):
-        part = rows[i : i + batch_size]
-        n = max(map(len, part))
-        ids = torch.tensor([r + [tokenizer.pad_token_id] * (n - len(r)) for r in part])
-        mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in part])
-        yield {"input_ids": ids, "attention_mask": mask}
-
-
-def contrast(model, tokenizer, sae, layer: int, texts_a, texts_b, release) -> pd.DataFrame:
+def contrast(model, tokenizer, sae, release, texts_a, texts_b) -> pd.DataFrame:
     """Features ranked by how much more they fire on `texts_a` than on `texts_b`.
 
     Per feature: mean activation per token over each set (BOS left out, zeros included), their
     difference `diff` = mean_a - mean_b, and the share of tokens it fires on in each set (freq_a,
     freq_b). Sorted by diff, largest first: the head is A's features, the tail B's.
     """
-    texts_a, texts_b = _check_texts(texts_a, "texts_a"), _check_texts(texts_b, "texts_b")
+    release = as_release(release)
+    check_sae(sae, release, model)
+    texts_a, texts_b = check_texts(texts_a, "texts_a"), check_texts(texts_b, "texts_b")
     a, b = (
-        stream_stats(model, sae, layer, text_batches(tokenizer, t), k=1, progress=False)
-        for t in (texts_a, texts_b)
+        stream_stats(model, sae, text_batches(tokenizer, t), k=1, progress=False) for t in (texts_a, texts_b)
     )
     table = pd.DataFrame(
         {
@@ -583,149 +507,14 @@ def contrast(model, tokenizer, sae, layer: int, texts_a, texts_b, release) -> pd
     return table.sort_values("diff", ascending=False)
 
 
-# ---------------------------------------------------------------- the decoder direction
-
-
-@torch.no_grad()
-def lens_table(model, tokenizer, direction: torch.Tensor, n: int = 10) -> pd.DataFrame:
-    """The logit lens (`lm.logit_lens`) as a feature card shows it: the n tokens whose logits `direction`
-    raises most and the n it lowers most, unembed(final_norm(d)).
-
-    An approximation, the "direct path" only: it treats the direction as if it were the whole
-    residual stream at the top of the model. It ignores every layer after the SAE's (attention and
-    MLPs read and transform the direction before the output), and the final norm's scale, which
-    depends on everything else in the residual stream (for a lone direction the norm only rescales
-    it, so the ranking is that of ((1 + w) * d) @ W_U). Logits before any final soft-capping.
-    """
-    n = check_int(n, "n", 1, model.config.vocab_size, hint="n is how many tokens to list each way.")
-    logits = lm.lens_logits(model, direction).cpu()
-    top, bottom = logits.topk(n), logits.topk(n, largest=False)
-    return pd.DataFrame(
-        {
-            "raises": token_strings(tokenizer, top.indices),
-            "logit ↑": top.values.numpy(),
-            "lowers": token_strings(tokenizer, bottom.indices),
-            "logit ↓": bottom.values.numpy(),
-        }  # fmt: skip
-    )
-
-
-@torch.no_grad()
-def neighbours(sae, feature: int, n: int = 8) -> pd.DataFrame:
-    """The n features whose decoder directions point most nearly the same way (cosine similarity)."""
-    feature = check_feature(feature, sae.cfg.d_sae)
-    n = check_int(n, "n", 1, sae.cfg.d_sae - 1, hint="n is how many neighbours to list.")
-    W = sae.W_dec.detach().float().cpu()
-    cos = W @ W[feature] / (W.norm(dim=1) * W[feature].norm()).clamp_min(1e-8)
-    cos[feature] = -torch.inf  # not its own neighbour
-    top = cos.topk(min(n, len(cos) - 1))
-    return pd.DataFrame({"feature": top.indices.numpy(), "cosine": top.values.numpy()})
-
-
-# ---------------------------------------------------------------- the card
-
-
-@dataclass
-class FeatureCard:
-    """Everything the dashboard shows for one feature; displays as HTML in Jupyter and as text elsewhere."""
-
-    layer: int
-    feature: int
-    group: int
-    group_range: tuple[int, int]
-    n_tokens: int
-    count: int
-    frequency: float
-    rank: int  # by firing frequency, 1 = most frequent
-    d_sae: int
-    max: float
-    mean_when_firing: float
-    hist: list[int]  # counts per bin of `edges`
-    edges: list[float]
-    top: list[dict]  # Examples.of(...) with token strings
-    sample: list[dict]
-    logits: pd.DataFrame
-    neighbours: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
-
-    def _repr_html_(self) -> str:
-        from .display import card_html
-
-        return card_html(self)
-
-    def __str__(self) -> str:
-        from .display import card_text
-
-        return card_text(self)
-
-    __repr__ = __str__
-
-    def plot_histogram(self, ax=None):
-        """The feature's activation histogram (log-spaced bins) with matplotlib."""
-        import matplotlib.pyplot as plt
-
-        ax = ax or plt.subplots(figsize=(6, 2.8))[1]
-        ax.stairs(self.hist, self.edges, fill=True)
-        ax.set(xscale="log", xlabel="activation (log scale)", ylabel="tokens",
-               title=f"Layer {self.layer}, feature {self.feature}: {self.count} firings in {self.n_tokens} tokens")  # fmt: skip
-        on = [e for e, c in zip(self.edges, self.hist) if c] or self.edges[:2]
-        ax.set_xlim(on[0] / 1.5, on[-1] * 3)
-        return ax
-
-
-def feature_card(
-    stats: FeatureStats, feature: int, model, tokenizer, sae, release, n_examples: int = 8,
-    n_logits: int = 8, n_neighbours: int = 6,
-) -> FeatureCard:  # fmt: skip
-    """The card of one feature from `stats` (see `stream_stats`) and the SAE's decoder direction."""
-    feature = check_feature(feature, stats.d_sae)
-    if sae.cfg.d_sae != stats.d_sae:
-        raise ValueError(f"The SAE has {sae.cfg.d_sae} latents but the statistics have {stats.d_sae}.")
-    if stats.layer is not None:
-        check_sae_at(sae, stats.layer)
-    groups = latent_groups(release)
-
-    def with_strings(found: list[dict]) -> list[dict]:
-        for e in found:
-            e["strings"] = context_strings(tokenizer, e["tokens"])
-        return found
-
-    count = int(stats.counts[feature])
-    hood = neighbours(sae, feature, n_neighbours)
-    near = torch.tensor(hood["feature"].tolist())
-    hood["group"], hood["frequency"] = groups[near].numpy(), stats.frequency[near].numpy()
-    notes = (
-        []
-        if count
-        else [f"Feature {feature} never fired on these {stats.n_tokens} tokens: try more or other text."]
-    )
-    g = int(groups[feature])
-    return FeatureCard(
-        layer=stats.layer, feature=feature, group=g, group_range=tuple(release.groups[g]), n_tokens=stats.n_tokens,
-        count=count, frequency=count / max(stats.n_tokens, 1), rank=stats.frequency_rank(feature), d_sae=stats.d_sae,
-        max=float(stats.max[feature]), mean_when_firing=float(stats.sums[feature]) / max(count, 1),
-        hist=stats.hist[feature].tolist(), edges=HIST_EDGES.tolist(), top=with_strings(stats.top(feature)[:n_examples]),
-        sample=with_strings(stats.sample(feature, n_examples)), logits=lens_table(model, tokenizer, sae.W_dec[feature], n_logits),
-        neighbours=hood, notes=notes,
-    )  # fmt: skip
-
-
 __all__ = [
     "HIST_EDGES",
     "Examples",
-    "FeatureCard",
     "FeatureStats",
-    "check_feature",
-    "context_strings",
     "contrast",
     "encode_text",
-    "feature_card",
     "feature_stats",
     "float_key",
-    "lens_table",
-    "neighbours",
     "stream_stats",
-    "text_batches",
-    "token_strings",
     "uniform_key",
 ]

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 
 import torch
 
-from .checks import as_int
+from .checks import as_int, check_vector
+from .release import layer_of
 
 
 class StopForward(Exception):
@@ -41,6 +42,11 @@ def _check_layers(model, layers) -> list[int]:
     n = len(decoder_layers(model))
     if as_int(layers) is not None:
         layers = [layers]
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):  # "14" is not layers 1 and 4
+        raise ValueError(
+            f"layers must be an int or a list of ints in 0..{n - 1} for this model ({n} decoder layers), "
+            f"got {layers!r} ({type(layers).__name__})."
+        )
     out = []
     for layer in layers:
         if as_int(layer) is None or not 0 <= as_int(layer) < n:
@@ -138,17 +144,7 @@ def resid_post(model, input_ids, layers, attention_mask=None) -> dict[int, torch
 
 
 def _as_vector(model, vector) -> torch.Tensor:
-    d = model.config.hidden_size
-    vector = torch.as_tensor(vector)
-    if vector.shape != (d,):
-        raise ValueError(
-            f"The vector must have shape ({d},) (the model's d_model), got {tuple(vector.shape)}."
-        )
-    if not torch.is_floating_point(vector):
-        raise ValueError(f"The vector must be floating point, got dtype {vector.dtype}.")
-    if not torch.isfinite(vector).all():
-        raise ValueError("The vector contains NaN or inf; give a finite vector.")
-    return vector
+    return check_vector(vector, "The vector", (model.config.hidden_size,), hint="(the model's d_model)")
 
 
 def _position_mask(pos: torch.Tensor, positions, include_bos: bool) -> torch.Tensor:
@@ -167,6 +163,10 @@ def _check_positions(positions):
         return None
     if as_int(positions) is not None:
         positions = [positions]
+    if isinstance(positions, (str, bytes)) or not hasattr(positions, "__iter__"):
+        raise ValueError(
+            f"positions must be a token position >= 0 (0 is BOS), a list of them, or None for all; got {positions!r}."
+        )
     positions = list(positions)
     bad = [p for p in positions if as_int(p) is None or as_int(p) < 0]
     if bad or not positions:
@@ -224,11 +224,12 @@ def replace(model, layer: int, fn: Callable[[torch.Tensor], torch.Tensor], posit
         yield
 
 
-def splice_sae(model, sae, layer: int, include_bos: bool = True):
-    """Run the model with resid_post at `layer` replaced by the SAE's reconstruction."""
+def splice_sae(model, sae, include_bos: bool = True):
+    """Run the model with resid_post at the SAE's layer replaced by the SAE's reconstruction."""
+    layer = layer_of(sae, model)
 
     def recon(h):
-        return sae(h.to(sae.dtype)).to(h.dtype)
+        return sae.decode(sae.encode(h.to(sae.device, sae.dtype))).to(h.device, h.dtype)
 
     return replace(model, layer, recon, include_bos=include_bos)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from . import metrics
-from .checks import check_int
+from .checks import check_int, check_vector
 
 # Positions unembedded at a time. Each pass works in three float32 [CHUNK, vocab] buffers made once
 # per call (32 x 262,144 x 4 bytes = 32 MB each) and changed in place. Buffers of 32 MB or more get
@@ -92,7 +92,9 @@ def next_token_loss(model, input_ids, attention_mask=None, mask=None) -> float:
 def lens_logits(model, vectors: torch.Tensor) -> torch.Tensor:
     """The logit lens's raw scores: unembed(final_norm(v)) for one direction [d_model] or several [n, d_model],
     as float32 logits [vocab] or [n, vocab] (before any final soft-capping)."""
-    v = torch.as_tensor(vectors).to(model.device, model.dtype)
+    d = model.config.hidden_size
+    shape = (d,) if torch.as_tensor(vectors).dim() == 1 else ("n", d)
+    v = check_vector(vectors, "vector", shape, hint="(the model's d_model)").to(model.device, model.dtype)
     return model.get_output_embeddings()(model.get_decoder().norm(v)).float()
 
 
@@ -104,7 +106,7 @@ def logit_lens(model, vector, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     "direct path" only: it treats the direction as the whole residual stream at the top of the model,
     ignoring every layer after the one it is read or added at (and the final norm's real scale, which
     depends on the rest of the stream). A hint, strongest at late layers. Feature cards show the same
-    lens as a table of raised and lowered tokens (`features.lens_table`).
+    lens as a table of raised and lowered tokens (`cards.lens_table`).
     """
     k = check_int(k, "k", 1, model.config.vocab_size, hint="k is how many top tokens to return.")
     top = lens_logits(model, vector).topk(k)

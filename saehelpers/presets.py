@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .release import MINI, PRESETS, REAL, check_preset
+from .release import ENV, MINI, PRESETS, REAL, check_preset, get_release, remember_choice
 
-ENV = "SAEHELPERS_PRESET"
+
+def hf_token() -> str | None:
+    """The Hugging Face token from HF_TOKEN or `hf auth login`; never printed."""
+    from huggingface_hub import get_token
+
+    return get_token()
 
 
 @dataclass(frozen=True)
@@ -27,9 +32,6 @@ def real_model_reachable() -> tuple[bool, str]:
     Online: the Hub must confirm that the current token may read the gated repo.
     """
     from huggingface_hub import constants, errors, try_to_load_from_cache
-
-    from .loading import hf_token
-    from .release import get_release
 
     model_id = get_release(REAL).model_id
     cached = try_to_load_from_cache(model_id, "config.json")
@@ -71,6 +73,7 @@ def choose_preset(preset: str | None = None, announce: bool = True) -> Choice:
             choice = Choice(REAL, why)
         else:
             choice = Choice(MINI, why + f" (set {ENV}=gemma-3-1b after logging in to use the real release)")
+    remember_choice(choice.name)  # get_release(None) reads it, without asking the Hub again
     if announce:
         print(choice.line())
     return choice

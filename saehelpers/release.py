@@ -6,6 +6,8 @@ Nothing in the notebooks hard-codes these numbers; they come from here.
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -15,6 +17,11 @@ from .checks import as_int
 REAL = "gemma-3-1b"
 MINI = "mini"
 PRESETS = (REAL, MINI)
+ENV = "SAEHELPERS_PRESET"  # names the preset when none is passed (see presets.choose_preset)
+
+# SAELens / TransformerLens name of the residual stream after decoder layer N, where every SAE here reads.
+HOOK = "blocks.{}.hook_resid_post"
+HOOK_PATTERN = re.compile(r"blocks\.(\d+)\.hook_resid_post")
 
 # The model card's explained-variance column (the release's Hugging Face model card), layers 0-24.
 CARD_EXPLAINED_VARIANCE = (
@@ -50,6 +57,7 @@ class Release:
     explained_variance_source: str = ""
     model_licence: str = ""
     gated: bool = False
+    n_params: int = 0  # the model's parameter count, for the memory check before loading
 
     def check_layer(self, layer) -> int:
         """Return `layer` as an int if this release has an SAE there, else raise ValueError."""
@@ -71,7 +79,7 @@ class Release:
 
     def hook_name(self, layer) -> str:
         """SAELens / TransformerLens hook name: `blocks.{layer}.hook_resid_post`."""
-        return f"blocks.{self.check_layer(layer)}.hook_resid_post"
+        return hook_name(self.check_layer(layer))
 
     def sae_id(self, layer) -> str:
         """The SAE's id inside the release (the same string as the hook name here)."""
@@ -125,6 +133,7 @@ def _real() -> Release:
         explained_variance_source="model card (formula not stated)",
         model_licence="Gemma Terms of Use (gated: accept the licence on the Hub and log in)",
         gated=True,
+        n_params=999_885_952,
     )
 
 
@@ -155,21 +164,88 @@ def _mini() -> Release:
         explained_variance_source="release.json (measured by scripts/build_mini_release.py)",
         model_licence="Gemma Terms of Use (shipped on PyPI; no account needed)",
         gated=False,
+        n_params=268_098_176,
     )
 
 
-def get_release(preset: str | None = None) -> Release:
-    """The release description for `preset` ("gemma-3-1b" or "mini"); None picks one (see `choose_preset`)."""
-    from .presets import choose_preset
+_chosen: list[str] = []  # the presets choose_preset picked in this process, last one last
 
-    name = choose_preset(preset, announce=False).name if preset is None else check_preset(preset)
+
+def remember_choice(preset: str) -> None:
+    """Record the preset `choose_preset` picked, for `get_release(None)`."""
+    _chosen.append(check_preset(preset))
+
+
+def get_release(preset: str | None = None) -> Release:
+    """The release description for `preset` ("gemma-3-1b" or "mini"). Never touches the network.
+
+    None means the preset already chosen: $SAEHELPERS_PRESET, else the one `choose_preset` picked last.
+    """
+    if preset is None:
+        preset = os.environ.get(ENV, "").strip() or (_chosen[-1] if _chosen else None)
+        if preset is None:
+            raise ValueError(
+                "No preset chosen yet: pass one, e.g. get_release('mini') or get_release('gemma-3-1b'), "
+                f"call saehelpers.choose_preset() first, or set {ENV}."
+            )
+    name = check_preset(preset)
     return _real() if name == REAL else _mini()
+
+
+def as_release(release) -> Release:
+    """`release` as a Release: a Release is kept, a preset name looked up (`get_release`), None as there."""
+    if isinstance(release, Release):
+        return release
+    if release is None or isinstance(release, str):
+        return get_release(release)
+    raise ValueError(
+        f"release must be a Release (saehelpers.get_release(...)) or a preset name {PRESETS}, "
+        f"got {release!r} ({type(release).__name__})."
+    )
 
 
 def check_preset(preset) -> str:
     if preset not in PRESETS:
         raise ValueError(
             f"Unknown preset {preset!r}. Valid presets: {', '.join(map(repr, PRESETS))} "
-            f"(or leave it out / set SAEHELPERS_PRESET to choose automatically)."
+            f"(or leave it out / set {ENV} to choose automatically)."
         )
     return preset
+
+
+def hook_name(layer: int) -> str:
+    """`blocks.{layer}.hook_resid_post`: resid_post after decoder layer `layer`."""
+    return HOOK.format(layer)
+
+
+def layer_of(sae, model=None) -> int:
+    """The layer whose resid_post `sae` reads (from its config's hook name), checked against `model` if given.
+
+    With a model: ValueError unless the model has that layer and its d_model is the SAE's d_in.
+    """
+    hook = getattr(getattr(getattr(sae, "cfg", None), "metadata", None), "hook_name", None)
+    if not hasattr(sae, "cfg") or not hasattr(sae, "encode"):
+        raise ValueError(
+            f"Expected a SAELens SAE (e.g. saehelpers.load_sae(layer)), got {type(sae).__name__}."
+        )
+    match = HOOK_PATTERN.fullmatch(hook or "")
+    if match is None:
+        raise ValueError(
+            f"This SAE does not say which layer it reads: its cfg.metadata.hook_name is {hook!r}, not "
+            f"{HOOK.format('N')!r}. Load it with saehelpers.load_sae(layer), or set "
+            f"sae.cfg.metadata.hook_name = {hook_name(0)!r} (with its layer) for an SAE you built."
+        )
+    layer = int(match[1])
+    if model is not None:
+        n = model.config.num_hidden_layers
+        if layer >= n:
+            raise ValueError(
+                f"This SAE reads {hook!r}, but the model has only {n} decoder layers (0..{n - 1}): "
+                "load the SAE and the model from the same preset."
+            )
+        if sae.cfg.d_in != model.config.hidden_size:
+            raise ValueError(
+                f"The SAE's d_in is {sae.cfg.d_in} but the model's d_model is {model.config.hidden_size}: "
+                "load the SAE and the model from the same preset."
+            )
+    return layer

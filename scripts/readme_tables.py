@@ -17,6 +17,8 @@ NB_START, NB_END = "<!-- notebooks -->", "<!-- /notebooks -->"
 sys.path.insert(0, str(ROOT / "scripts"))
 from setup_cell import REPO  # noqa: E402
 
+from saehelpers.release import hook_name  # noqa: E402
+
 GH = REPO.removeprefix("https://github.com/")
 
 
@@ -35,7 +37,7 @@ def mini_table(meta: dict) -> str:
     for layer in meta["layers"]:
         m = meta["metrics"][str(layer)]
         lines.append(
-            f"| {layer} | blocks.{layer}.hook_resid_post | {meta['d_sae']} | {m['l0_mean']:.1f} | "
+            f"| {layer} | {hook_name(layer)} | {meta['d_sae']} | {m['l0_mean']:.1f} | "
             f"{m['explained_variance']:.4f} | {m['dead_fraction']:.1%} | {m['delta_loss']:.2f} |"
         )
     return "\n".join(lines)

@@ -39,7 +39,10 @@ import saehelpers
 
 preset = saehelpers.choose_preset().name  # prints which preset and why; set SAEHELPERS_PRESET to choose
 release = saehelpers.get_release(preset)
-print(release.summary())"""
+budget = saehelpers.get_budget(release)  # token counts and layers for this preset (SAEHELPERS_SMOKE=1: tiny)
+print(release.summary())
+if budget.smoke:
+    print("smoke size: every cell runs on tiny inputs; the numbers are not meant to be read")"""
 
 # The paragraph that ends every notebook's title cell, next to the setup cell.
 COLAB_NOTE = (

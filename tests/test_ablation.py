@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 import torch
+from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 
 import saehelpers
 from saehelpers import ablation, hooks
@@ -58,9 +59,9 @@ def close(a, b, scale):
 def test_splice_with_error_term_gives_the_clean_logits(mini, prompt_ids, sae, clean):
     model, _ = mini
     ids, mask = prompt_ids
-    with torch.no_grad(), ablation.splice(model, sae, LAYER):
+    with torch.no_grad(), ablation.splice(model, sae):
         kept = model(input_ids=ids, attention_mask=mask).logits
-    with torch.no_grad(), ablation.splice(model, sae, LAYER, keep_error=False):
+    with torch.no_grad(), ablation.splice(model, sae, keep_error=False):
         lost = model(input_ids=ids, attention_mask=mask).logits
     assert hooks.active_hooks(model) == 0
     torch.testing.assert_close(kept, clean[1], atol=1e-3, rtol=0)
@@ -91,7 +92,7 @@ def test_ablate_one_feature_removes_exactly_a_f_d_f_at_chosen_positions(mini, pr
     assert both.any()
     f = int(torch.where(both, a[0, chosen].sum(0), -1.0).argmax())  # the strongest of them
     assert (a[0, chosen, f] > 0).all()
-    new = resid(model, ids, ablation.ablate(model, sae, LAYER, f, positions=chosen))
+    new = resid(model, ids, ablation.ablate(model, sae, f, positions=chosen))
     want = x.clone()
     want[0, chosen] -= a[0, chosen, f, None] * sae.W_dec[f].detach()
     scale = x.abs().max().item()
@@ -110,17 +111,17 @@ def test_ablate_set_zero_and_mean_and_without_error(mini, prompt_ids, sae, clean
     means = torch.rand(sae.cfg.d_sae, generator=torch.Generator().manual_seed(0))
     scale = x.abs().max().item()
 
-    zero = resid(model, ids, ablation.ablate(model, sae, LAYER, feats))
+    zero = resid(model, ids, ablation.ablate(model, sae, feats))
     want = x - a[..., feats] @ W[feats]
     want[:, 0] = x[:, 0]  # BOS left alone by default
     close(zero, want, scale)
 
-    mean = resid(model, ids, ablation.ablate(model, sae, LAYER, feats, means=means))
+    mean = resid(model, ids, ablation.ablate(model, sae, feats, means=means))
     want = x + (means[feats] - a[..., feats]) @ W[feats]
     want[:, 0] = x[:, 0]
     close(mean, want, scale)
 
-    lost = resid(model, ids, ablation.ablate(model, sae, LAYER, feats, keep_error=False, include_bos=True))
+    lost = resid(model, ids, ablation.ablate(model, sae, feats, keep_error=False, include_bos=True))
     a0 = a.clone()
     a0[..., feats] = 0
     close(lost, sae.decode(a0).detach(), scale)
@@ -134,19 +135,17 @@ def test_ablate_group_and_outside_a_prefix(mini, prompt_ids, sae, clean, rel):
     W = sae.W_dec.detach()
     scale = x.abs().max().item()
     start, end = rel.groups[1]
-    got = resid(model, ids, ablation.ablate_group(model, sae, rel, LAYER, 1, include_bos=True))
+    got = resid(model, ids, ablation.ablate_group(model, sae, rel, 1, include_bos=True))
     close(got, x - a[..., start:end] @ W[start:end], scale)
 
     w = rel.matryoshka_widths[2]
-    got = resid(model, ids, ablation.ablate_outside(model, sae, rel, LAYER, w, include_bos=True))
+    got = resid(model, ids, ablation.ablate_outside(model, sae, rel, w, include_bos=True))
     close(got, x - a[..., w:] @ W[w:], scale)
     # Nothing outside the full width: the error term kept gives x, dropping it the SAE's reconstruction.
     full = rel.d_sae
-    assert torch.equal(
-        resid(model, ids, ablation.ablate_outside(model, sae, rel, LAYER, full, include_bos=True)), x
-    )
+    assert torch.equal(resid(model, ids, ablation.ablate_outside(model, sae, rel, full, include_bos=True)), x)
     lost = resid(
-        model, ids, ablation.ablate_outside(model, sae, rel, LAYER, full, keep_error=False, include_bos=True)
+        model, ids, ablation.ablate_outside(model, sae, rel, full, keep_error=False, include_bos=True)
     )
     close(lost, sae(x).detach(), scale)
 
@@ -172,7 +171,7 @@ def scaled_metric(model, task, b, t, delta, eps):
 def test_attribution_matches_finite_differences(mini, sae, task):
     """d metric / d eps of x + eps (0 - a_f) d_f, by central differences, equals the attribution estimate."""
     model, tok = mini
-    table = ablation.attribute(model, sae, LAYER, task, tokenizer=tok)
+    table = ablation.attribute(model, sae, task, tokenizer=tok)
     assert hooks.active_hooks(model) == 0
     with torch.no_grad(), hooks.capture(model, [LAYER]) as acts:
         task.run(model)
@@ -205,14 +204,14 @@ def test_attribution_ranks_true_ablations_at_a_late_layer(mini, rel, task):
     model, _ = mini
     layer = rel.layers[-1]
     sae = saehelpers.load_sae(layer, "mini", dtype="float32")
-    per = ablation.attribute(model, sae, layer, task).groupby("feature")["estimate"].sum()
+    per = ablation.attribute(model, sae, task).groupby("feature")["estimate"].sum()
     top = per.abs().sort_values(ascending=False).index[:8].tolist()
-    true = ablation.true_effects(model, sae, layer, task, top, progress=False)
+    true = ablation.true_effects(model, sae, task, top, progress=False)
     assert list(true.index) == top
     rho = per[top].rank().corr(true["effect"].rank())  # Spearman's rank correlation
     assert rho > 0.6, rho
     # true_effects is the metric under `ablate`, minus the clean metric
-    with torch.no_grad(), ablation.ablate(model, sae, layer, top[0]):
+    with torch.no_grad(), ablation.ablate(model, sae, top[0]):
         ablated = task.metric(task.run(model)).item()
     assert true["effect"].iloc[0] == pytest.approx(ablated - true.attrs["metric"], abs=1e-4)
 
@@ -220,7 +219,7 @@ def test_attribution_ranks_true_ablations_at_a_late_layer(mini, rel, task):
 def test_mean_attribution_counts_inactive_features(mini, sae, task):
     model, _ = mini
     means = torch.full((sae.cfg.d_sae,), 0.5)
-    table = ablation.attribute(model, sae, LAYER, task, means=means, positions=[1])
+    table = ablation.attribute(model, sae, task, means=means, positions=[1])
     n_real = int((task.attention_mask[:, 1] == 1).sum())
     assert len(table) == n_real * sae.cfg.d_sae  # every feature differs from its mean somewhere
     assert set(table.position) == {1}
@@ -252,25 +251,30 @@ def test_bad_input_gives_clear_errors_and_leaves_the_model_clean(mini, prompt_id
     model, tok = mini
     ids = prompt_ids[0]
     other = dataclasses.replace(rel, d_sae=64, matryoshka_widths=(4, 16, 64))  # a layout of another SAE
+    far = JumpReLUSAE(JumpReLUSAEConfig(d_in=640, d_sae=8))  # an SAE for a layer this model does not have
+    far.cfg.metadata.hook_name = "blocks.30.hook_resid_post"
     cases = [
-        (lambda: ablation.ablate(model, sae, LAYER, []), "No features given"),
-        (lambda: ablation.ablate(model, sae, LAYER, [3, 2048]), r"0\.\.2047"),
-        (lambda: ablation.ablate(model, sae, LAYER, -1), "out of range"),
-        (lambda: ablation.ablate(model, sae, LAYER, 1.5), "must be an int"),
-        (lambda: ablation.ablate(model, sae, LAYER + 1, 3), "reads 'blocks.6.hook_resid_post'"),
-        (lambda: ablation.ablate(model, sae, LAYER, 3, means=torch.zeros(5)), "shape \\(2048,\\)"),
-        (lambda: ablation.ablate(model, sae, LAYER, 3, positions=[-1]), "positions must be"),
+        (lambda: ablation.ablate(model, sae, []), "No features given"),
+        (lambda: ablation.ablate(model, sae, [3, 2048]), r"0\.\.2047"),
+        (lambda: ablation.ablate(model, sae, -1), "out of range"),
+        (lambda: ablation.ablate(model, sae, 1.5), "must be an int"),
         (
-            lambda: ablation.ablate_outside(model, sae, rel, LAYER, 100),
+            lambda: ablation.ablate(model, far, 3),
+            r"reads 'blocks\.30\.hook_resid_post', but the model has only 18",
+        ),
+        (lambda: ablation.ablate(model, sae, 3, means=torch.zeros(5)), "shape \\(2048,\\)"),
+        (lambda: ablation.ablate(model, sae, 3, positions=[-1]), "positions must be"),
+        (
+            lambda: ablation.ablate_outside(model, sae, rel, 100),
             r"Valid widths: \[8, 32, 128, 512, 2048\]",
         ),
-        (lambda: ablation.ablate_group(model, sae, rel, LAYER, 5), r"group must be an int in 0\.\.4"),
-        (lambda: ablation.ablate_group(model, sae, other, LAYER, 0), "The SAE has 2048 latents but"),
+        (lambda: ablation.ablate_group(model, sae, rel, 5), r"group must be an int in 0\.\.4"),
+        (lambda: ablation.ablate_group(model, sae, other, 0), "The SAE has 2048 latents but"),
         (lambda: ablation.make_task(tok, [("a", " Tokyo Tower", " b")]), "must be one token"),
         (lambda: ablation.make_task(tok, []), "at least one"),
-        (lambda: ablation.attribute(model, sae, LAYER, task, positions=[99]), "beyond the sequence"),
-        (lambda: ablation.true_effects(model, sae, LAYER, task, [], progress=False), "No features given"),
-        (lambda: ablation.attribute(model, sae, LAYER, task, metric=lambda lg: lg.sum(-1)), "scalar tensor"),
+        (lambda: ablation.attribute(model, sae, task, positions=[99]), "beyond the sequence"),
+        (lambda: ablation.true_effects(model, sae, task, [], progress=False), "No features given"),
+        (lambda: ablation.attribute(model, sae, task, metric=lambda lg: lg.sum(-1)), "scalar tensor"),
         (
             lambda: ablation.token_changes(torch.zeros(5), torch.zeros(5), tok, by="nats"),
             "'prob' or 'logprob'",
@@ -284,12 +288,12 @@ def test_bad_input_gives_clear_errors_and_leaves_the_model_clean(mini, prompt_id
 
     # A position beyond the input is found in the forward pass, inside the block: still clean after.
     with pytest.raises(ValueError, match=r"beyond the sequence: this input has positions 0\.\.\d+"):
-        with ablation.ablate(model, sae, LAYER, 3, positions=[ids.shape[1] + 4]):
+        with ablation.ablate(model, sae, 3, positions=[ids.shape[1] + 4]):
             model(input_ids=ids)
     assert hooks.active_hooks(model) == 0
     # Any exception in the block removes the hook.
     with pytest.raises(RuntimeError):
-        with ablation.ablate(model, sae, LAYER, 3), ablation.splice(model, sae, LAYER):
+        with ablation.ablate(model, sae, 3), ablation.splice(model, sae):
             assert hooks.active_hooks(model) == 2
             raise RuntimeError("boom")
     assert hooks.active_hooks(model) == 0

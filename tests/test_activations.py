@@ -6,6 +6,7 @@ import torch
 from saehelpers import activations as A
 from saehelpers import hooks
 from saehelpers import metrics as M
+from saehelpers.release import hook_name
 from saehelpers.text import token_batches
 
 LAYER = 6
@@ -98,6 +99,7 @@ def sae(mini, hidden):
 
     torch.manual_seed(0)
     sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=640, d_sae=256))
+    sae.cfg.metadata.hook_name = hook_name(LAYER)
     x = torch.cat([hs[LAYER + 1][keep] for keep, _, hs in hidden])
     with torch.no_grad():
         sae.b_dec.copy_(x.mean(0))
@@ -167,7 +169,7 @@ def brute_force(model, sae, batches, hidden, layer):
 
 def test_sae_stats_equals_brute_force(mini, sae, batches, hidden):
     model, _ = mini
-    got = A.sae_stats(model, sae, LAYER, batches, progress=False)
+    got = A.sae_stats(model, sae, batches, progress=False)
     with torch.no_grad():
         want = brute_force(model, sae, batches, hidden, LAYER)
     for name, value in want.items():
@@ -190,15 +192,13 @@ def test_sae_stats_bad_input(mini, sae):
     model, _ = mini
     only_bos = [{"input_ids": torch.tensor([[2, 0, 0]]), "attention_mask": torch.tensor([[1, 0, 0]])}]
     with pytest.raises(ValueError, match="No tokens to measure"):
-        A.sae_stats(model, sae, LAYER, only_bos, progress=False)
+        A.sae_stats(model, sae, only_bos, progress=False)
+    small = JumpReLUSAE(JumpReLUSAEConfig(d_in=64, d_sae=8))
+    with pytest.raises(ValueError, match="does not say which layer it reads"):
+        A.sae_stats(model, small, only_bos, progress=False)
+    small.cfg.metadata.hook_name = hook_name(LAYER)
     with pytest.raises(ValueError, match="d_in is 64"):
-        A.sae_stats(model, JumpReLUSAE(JumpReLUSAEConfig(d_in=64, d_sae=8)), LAYER, only_bos, progress=False)
-    sae.cfg.metadata.hook_name = "blocks.2.hook_resid_post"
-    try:
-        with pytest.raises(ValueError, match="reads 'blocks.2.hook_resid_post'"):
-            A.sae_stats(model, sae, LAYER, only_bos, progress=False)
-    finally:
-        sae.cfg.metadata.hook_name = None
+        A.sae_stats(model, small, only_bos, progress=False)
 
 
 def test_sae_stats_of_a_lossless_sae(mini, batches):
@@ -207,11 +207,12 @@ def test_sae_stats_of_a_lossless_sae(mini, batches):
 
     model, _ = mini
     sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=640, d_sae=1280))
+    sae.cfg.metadata.hook_name = hook_name(LAYER)
     eye = torch.eye(640)
     with torch.no_grad():
         sae.W_enc.copy_(torch.cat([eye, -eye], 1))
         sae.W_dec.copy_(torch.cat([eye, -eye], 0))
-    got = A.sae_stats(model, sae, LAYER, batches[2:], progress=False)  # the left-padded batch
+    got = A.sae_stats(model, sae, batches[2:], progress=False)  # the left-padded batch
     assert got.explained_variance == 1.0 and got.explained_variance_zero == 1.0
     assert got.delta_loss == 0.0 and got.kl_spliced == 0.0 and got.ce_recovered == 1.0
     assert got.ce_zero_ablated > got.ce_clean + 0.1 and got.kl_zero_ablated > 0.1

@@ -37,9 +37,12 @@ def test_check_feature_names_the_valid_ids(bad):
 
 def test_one_feature_check_for_every_module():
     """The same function, the same argument order, wherever a feature id is checked."""
-    from saehelpers import features, matryoshka
+    from saehelpers import ablation, cards, matryoshka, steering, widgets
 
-    assert features.check_feature is checks.check_feature
+    for module in (cards, matryoshka, steering, widgets):
+        assert module.check_feature is checks.check_feature
+    for module in (ablation, steering):  # lists of ids: the same check, item by item
+        assert module.check_features is checks.check_features
     assert checks.check_feature(torch.tensor(7), 2048) == 7
     rel = get_release("mini")
     assert matryoshka.group_of(rel, np.int64(rel.d_sae - 1)) == len(rel.groups) - 1

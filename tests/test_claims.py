@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import saehelpers
-from saehelpers import get_release, hooks, lm, matryoshka
+from saehelpers import cards, get_release, hooks, lm, matryoshka
 from saehelpers.metrics import explained_variance
 
 SENTENCE = "The Eiffel Tower is in Paris, and the Colosseum is in Rome."  # notebook 00's
@@ -189,7 +189,7 @@ def test_01_iter_saes_frees_each_sae_so_memory_stays_flat():
     from saehelpers.activations import memory_report
 
     seen, rss = [], []
-    for _, sae in saehelpers.iter_saes(preset="mini"):
+    for sae in saehelpers.iter_saes(preset="mini"):
         assert all(s.W_dec.device.type == "meta" for s in seen)
         seen.append(sae)
         rss.append(psutil.Process().memory_info().rss / 2**20)
@@ -293,11 +293,11 @@ def test_04_set_ablation_costs_less_than_the_sum_of_single_effects(task04):
     a = sae.encode(acts[layer].to(sae.dtype))
     at_last = a[torch.arange(len(ITEMS_04)), task.last]
     candidates = at_last.sum(0).topk(6).indices.tolist()
-    zero = ablation.true_effects(model, sae, layer, task, candidates, progress=False)["effect"]
+    zero = ablation.true_effects(model, sae, task, candidates, progress=False)["effect"]
     order = zero.sort_values().index.tolist()
     together = []
     for k in range(1, len(order) + 1):
-        with torch.no_grad(), ablation.ablate(model, sae, layer, order[:k]):
+        with torch.no_grad(), ablation.ablate(model, sae, order[:k]):
             together.append(task.metric(task.run(model)).item() - clean)
     singles = zero[order].cumsum().tolist()
     gaps = [t - s for t, s in zip(together, singles)]
@@ -316,10 +316,10 @@ def test_04_attribution_ranks_worse_at_the_earliest_layer_and_size_does_not_pred
     model, tok, rel, task, layer, sae = task04
     rhos = {}
     for at, s in ((layer, sae), (rel.layers[0], saehelpers.load_sae(rel.layers[0], "mini"))):
-        table = ablation.attribute(model, s, at, task, release=rel)
+        table = ablation.attribute(model, s, task, release=rel)
         estimate = table.groupby("feature")["estimate"].sum()
         top = estimate.abs().sort_values(ascending=False).index[:15].tolist()
-        true = ablation.true_effects(model, s, at, task, top, progress=False)["effect"]
+        true = ablation.true_effects(model, s, task, top, progress=False)["effect"]
         rhos[at] = estimate[top].rank().corr(true.rank())
         if at == rel.layers[0]:
             miss = (estimate[top] - true).abs()
@@ -369,15 +369,15 @@ def steer03(mini):
     rel = get_release("mini")
     layer = rel.layers[len(rel.layers) * 3 // 4]
     sae = saehelpers.load_sae(layer, "mini")
-    french = features.contrast(model, tok, sae, layer, FRENCH_03, ENGLISH_03, rel)
+    french = features.contrast(model, tok, sae, rel, FRENCH_03, ENGLISH_03)
     feature = int(french.index[0])
-    a_max = steering.max_activation(model, tok, sae, layer, FRENCH_03)
+    a_max = steering.max_activation(model, tok, sae, FRENCH_03)
     max_act = a_max[feature].item()
     rows, texts = [], {}
     for m in MULTIPLES_03:
-        with steering.steer(model, layer, feature, m * max_act, sae=sae):
+        with steering.steer(model, sae, feature, m * max_act):
             texts[m] = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
-        act, loss = steering.read_back(model, tok, sae, layer, feature, PROMPTS_03, texts[m])
+        act, loss = steering.read_back(model, tok, sae, feature, PROMPTS_03, texts[m])
         rows.append(
             {"m": m, "act": act / max_act, "loss": loss, "distinct": steering.distinct_words(texts[m])}
         )
@@ -428,10 +428,10 @@ def test_03_clamp_matches_add_at_the_sweet_spot_and_breaks_later(steer03):
     m_next = MULTIPLES_03[MULTIPLES_03.index(m_best) + 1]
     got = {}
     for m in (m_best, m_next):
-        with steering.clamp(model, sae, layer, feature, m * max_act):
+        with steering.clamp(model, sae, feature, m * max_act):
             texts = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
         got[m] = (
-            steering.read_back(model, tok, sae, layer, feature, PROMPTS_03, texts)[1],
+            steering.read_back(model, tok, sae, feature, PROMPTS_03, texts)[1],
             steering.distinct_words(texts),
         )
     s = steer03["sweep"]
@@ -452,9 +452,9 @@ def test_03_clamp_holds_the_feature_at_c_where_adding_lifts_it(steer03):
     got = {}
     for name, edit in {
         "clean": contextlib.nullcontext(),
-        "add": steering.steer(model, layer, feature, c, sae=sae),
-        "clamp": steering.clamp(model, sae, layer, feature, c),
-        "zero": steering.clamp(model, sae, layer, feature, 0.0),
+        "add": steering.steer(model, sae, feature, c),
+        "clamp": steering.clamp(model, sae, feature, c),
+        "zero": steering.clamp(model, sae, feature, 0.0),
     }.items():
         with edit, torch.no_grad():
             x = hooks.resid_post(model, ids, [layer])[layer][0, 1:]
@@ -480,12 +480,12 @@ def test_03_lower_layers_french_features_write_other_text_than_the_top_layers(st
         if L == layer:
             continue
         sae_L = saehelpers.load_sae(L, "mini")
-        f_L = int(features.contrast(model, tok, sae_L, L, FRENCH_03, ENGLISH_03, rel).index[0])
-        max_L = steering.max_activation(model, tok, sae_L, L, FRENCH_03)[f_L].item()
-        with steering.steer(model, L, f_L, m_best * max_L, sae=sae_L):
+        f_L = int(features.contrast(model, tok, sae_L, rel, FRENCH_03, ENGLISH_03).index[0])
+        max_L = steering.max_activation(model, tok, sae_L, FRENCH_03)[f_L].item()
+        with steering.steer(model, sae_L, f_L, m_best * max_L):
             texts = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
-        own, _ = steering.read_back(model, tok, sae_L, L, f_L, PROMPTS_03, texts)
-        ruler, loss = steering.read_back(model, tok, sae, layer, feature, PROMPTS_03, texts)
+        own, _ = steering.read_back(model, tok, sae_L, f_L, PROMPTS_03, texts)
+        ruler, loss = steering.read_back(model, tok, sae, feature, PROMPTS_03, texts)
         rows[L] = own / max_L, ruler / max_act, loss, " ".join(texts).split()
     top = steer03["sweep"].act[m_best]
     for own, ruler, _, _ in rows.values():
@@ -503,7 +503,7 @@ def test_03_coarse_feature_switches_language_broadly_and_the_fine_one_writes_no_
         steer03[k] for k in ("model", "tok", "rel", "layer", "sae", "feature")
     )
     french, a_max, m_best = steer03["french"], steer03["a_max"], steer03["m_best"]
-    stats = features.feature_stats(model, tok, sae, layer, "mini", n_tokens=2048)
+    stats = features.feature_stats(model, tok, sae, "mini", n_tokens=2048)
     coarse = int(french.index[french.group == 0][0])
     fine = int(french.index[french.group == len(rel.groups) - 1][0])
     assert stats.frequency[coarse] > 0.1 and stats.frequency[fine] < 0.005
@@ -511,9 +511,9 @@ def test_03_coarse_feature_switches_language_broadly_and_the_fine_one_writes_no_
     assert {" como", " más", " menos"} & set(lens)  # Spanish
     got = {}
     for f in (coarse, fine):
-        with steering.steer(model, layer, f, m_best * a_max[f].item(), sae=sae):
+        with steering.steer(model, sae, f, m_best * a_max[f].item()):
             texts = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
-        (own, fr), _ = steering.read_back(model, tok, sae, layer, [f, feature], PROMPTS_03, texts)
+        (own, fr), _ = steering.read_back(model, tok, sae, [f, feature], PROMPTS_03, texts)
         got[f] = own / a_max[f].item(), fr / steer03["max_act"], " ".join(texts)
     assert got[coarse][0] > 0.5 and got[coarse][1] < 0.05
     assert sum(w in got[coarse][2].split() for w in ("el", "es", "la", "de", "para", "un")) >= 3
@@ -529,18 +529,18 @@ def test_03_numbers_win_over_french_when_both_are_added(steer03):
         steer03[k] for k in ("model", "tok", "rel", "layer", "sae", "feature")
     )
     m_best, max_act = steer03["m_best"], steer03["max_act"]
-    reads = features.contrast(model, tok, sae, layer, NUMBERS_03, ENGLISH_03, rel).index[:10].tolist()
+    reads = features.contrast(model, tok, sae, rel, NUMBERS_03, ENGLISH_03).index[:10].tolist()
     digits = [tok.encode(str(i), add_special_tokens=False)[0] for i in range(10)]
     top_lens, _ = lm.logit_lens(model, sae.W_dec[reads], k=10)
     writes = [len(set(t.tolist()) & set(digits)) for t in top_lens]
     feature_b = reads[writes.index(max(writes))]
-    max_b = steering.max_activation(model, tok, sae, layer, NUMBERS_03)[feature_b].item()
+    max_b = steering.max_activation(model, tok, sae, NUMBERS_03)[feature_b].item()
     v = m_best * max_act * sae.W_dec[feature] + m_best * max_b * sae.W_dec[feature_b]
     with steering.steer(model, layer, v.float()):
         both = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
-    (fr, num), _ = steering.read_back(model, tok, sae, layer, [feature, feature_b], PROMPTS_03, both)
+    (fr, num), _ = steering.read_back(model, tok, sae, [feature, feature_b], PROMPTS_03, both)
     (fr0, num0), _ = steering.read_back(
-        model, tok, sae, layer, [feature, feature_b], PROMPTS_03, steer03["texts"][m_best]
+        model, tok, sae, [feature, feature_b], PROMPTS_03, steer03["texts"][m_best]
     )
     assert fr < fr0 / 2 and num > num0
     assert sum(ch.isdigit() for ch in "".join(both)) > len("".join(both)) / 3  # runs of digits
@@ -583,7 +583,7 @@ def cards02(mini):
     rel = get_release("mini")
     layer = rel.layers[len(rel.layers) // 2]
     sae = saehelpers.load_sae(layer, "mini")
-    stats = features.feature_stats(model, tok, sae, layer, "mini", n_tokens=4096)
+    stats = features.feature_stats(model, tok, sae, "mini", n_tokens=4096)
     french = [
         "Le chat dort sur le canapé.",
         "Nous allons au marché demain matin.",
@@ -604,7 +604,7 @@ def cards02(mini):
         "The children are playing in the park.",
         "Where is the train station?",
     ]
-    table = features.contrast(model, tok, sae, layer, french, english, rel)
+    table = features.contrast(model, tok, sae, rel, french, english)
     return model, tok, rel, layer, sae, stats, table
 
 
@@ -616,7 +616,7 @@ def test_02_rows_broad_and_narrow_and_group_medians_fall(cards02):
 
     model, tok, rel, layer, sae, stats, _ = cards02
     text = "The Eiffel Tower is in Paris. It was finished in 1889 and is 330 metres tall."
-    _, feats = features.encode_text(model, tok, sae, layer, text)
+    _, feats = features.encode_text(model, tok, sae, text)
     shown = feats.max(0).values.topk(6).indices  # display.text_features(n=6): the largest anywhere
     on = (feats[:, shown] > 0).float().mean(0)
     assert on.max() > 0.6 and ((feats[:, shown] > 0).sum(0) <= 2).any()
@@ -665,13 +665,11 @@ def test_02_contrast_winners_are_not_french_only(cards02):
     ones fire on at least two Romance languages."""
     from collections import Counter
 
-    from saehelpers import features
-
     model, tok, rel, layer, sae, stats, table = cards02
     broad = table[table.freq_b > 0.05].index[:2]
     specific = table[table.freq_b <= 0.05].index[:2]
     for f in [*broad, *specific]:
-        card = features.feature_card(stats, int(f), model, tok, sae, rel, n_examples=16)
+        card = cards.feature_card(model, tok, sae, rel, stats, int(f), n_examples=16)
         langs = Counter(_language(e) for e in card.top)
         if f in specific:
             assert sum(n >= 2 for lang, n in langs.items() if lang) >= 2, (f, langs)
@@ -726,7 +724,7 @@ def test_05_prefix_loss_falls_with_width_and_not_in_proportion_to_ev(prefixes05)
     rows = {}
     for L in rel.layers:
         batches = token_batches(tok, "mini", batch_size=4, seq_len=64, n_batches=1)
-        loss = matryoshka.prefix_loss(model, saehelpers.load_sae(L, "mini"), rel, L, batches)
+        loss = matryoshka.prefix_loss(model, saehelpers.load_sae(L, "mini"), rel, batches)
         assert loss.delta_loss.is_monotonic_decreasing
         ev = table[(table.layer == L) & (table.width == full)].ev_mean.item()
         rows[L] = ev, loss.delta_loss.iloc[-1]
@@ -740,9 +738,7 @@ def test_05_first_groups_fire_most_and_take_a_large_share_of_firings(mini):
     model, tok = mini
     rel = get_release("mini")
     layer = rel.layers[len(rel.layers) // 2]
-    stats = features.feature_stats(
-        model, tok, saehelpers.load_sae(layer, "mini"), layer, "mini", n_tokens=4096
-    )
+    stats = features.feature_stats(model, tok, saehelpers.load_sae(layer, "mini"), "mini", n_tokens=4096)
     freq = stats.frequency
     w = rel.matryoshka_widths[1]
     assert w / rel.d_sae == pytest.approx(0.016, abs=0.001)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from saehelpers import display as D
-from saehelpers.features import HIST_EDGES, FeatureCard
+from saehelpers.cards import FeatureCard
+from saehelpers.features import HIST_EDGES
 
 HOSTILE = ["<script>alert('x')</script>", " & ", '" onmouseover="alert(1)', "<b>bold</b>", "\n", "&amp;"]
 
@@ -73,7 +74,7 @@ def test_text_features_rows_and_escaping():
     assert markup.index("feature 7") < markup.index("feature 4")  # strongest first; only the 2 that fire
     assert markup.count("<tr>") == 2 and "&lt;g4&gt;" in markup
     assert D.text_features_html(["a"], torch.zeros(1, 4)) == "<p>No feature fires on this text.</p>"
-    with pytest.raises(ValueError, match=r"feats must be \[n_tokens=2"):
+    with pytest.raises(ValueError, match=r"feats must have shape \(2, d_sae\)"):
         D.text_features_html(["a", "b"], torch.zeros(3, 4))
 
 

@@ -25,12 +25,8 @@ def test_bfloat16_keeps_the_sae_metrics(mini, bf16):
     assert model16.dtype == torch.bfloat16 and model32.dtype == torch.float32
     layer = get_release("mini").layers[-1]
     batches = list(token_batches(tok, "mini", batch_size=4, seq_len=64, n_batches=1))
-    s32 = sae_stats(
-        model32, saehelpers.load_sae(layer, "mini", dtype="float32"), layer, batches, progress=False
-    )
-    s16 = sae_stats(
-        model16, saehelpers.load_sae(layer, "mini", dtype="bfloat16"), layer, batches, progress=False
-    )
+    s32 = sae_stats(model32, saehelpers.load_sae(layer, "mini", dtype="float32"), batches, progress=False)
+    s16 = sae_stats(model16, saehelpers.load_sae(layer, "mini", dtype="bfloat16"), batches, progress=False)
     assert abs(s16.explained_variance - s32.explained_variance) < 0.005
     assert abs(s16.l0 - s32.l0) < 1.0
     assert abs(s16.ce_clean - s32.ce_clean) < 0.03

@@ -4,10 +4,11 @@ import pytest
 import torch
 from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 
+from saehelpers import cards, get_release, hooks
 from saehelpers import features as F
-from saehelpers import get_release, hooks
 from saehelpers.activations import collect_resid
 from saehelpers.text import token_batches
+from saehelpers.tokens import text_batches
 
 K, BEFORE, AFTER = 3, 2, 1
 
@@ -214,12 +215,6 @@ def test_stats_settings_must_be_counts(bad):
         F.FeatureStats(**args)
 
 
-@pytest.mark.parametrize("bad", [-1, 2048, 10**6, 1.5, True, "3"])
-def test_check_feature_names_the_valid_range(bad):
-    with pytest.raises(ValueError, match=r"0\.\.2047"):
-        F.check_feature(bad, 2048)
-
-
 # ---------------------------------------------------------------- on the mini model with a random SAE
 
 LAYER = 6
@@ -253,7 +248,7 @@ def small_batches(mini):
 
 def test_stream_stats_on_the_model_equals_brute_force(mini, sae, small_batches):
     model, _ = mini
-    stats = F.stream_stats(model, sae, LAYER, small_batches, k=4, before=3, after=2, progress=False)
+    stats = F.stream_stats(model, sae, small_batches, k=4, before=3, after=2, progress=False)
     acts = collect_resid(model, small_batches, [LAYER], progress=False)
     with torch.no_grad():
         feats = sae.encode(acts.acts[LAYER])  # [n_tokens, d_sae], BOS and padding left out
@@ -270,19 +265,19 @@ def test_stream_stats_on_the_model_equals_brute_force(mini, sae, small_batches):
     got = best["tokens"][f, 0, :4].tolist()
     assert [t for t in got if t != -1] == ctx
     # max_tokens stops at exactly that many tokens
-    assert F.stream_stats(model, sae, LAYER, small_batches, max_tokens=9, progress=False).n_tokens == 9
+    assert F.stream_stats(model, sae, small_batches, max_tokens=9, progress=False).n_tokens == 9
 
 
 def test_feature_stats_is_cached(mini, sae, tmp_path, monkeypatch):
     model, tok = mini
     monkeypatch.setattr(F, "cache_dir", lambda: tmp_path)
-    kw = dict(preset="mini", n_tokens=30, batch_size=2, seq_len=24, progress=False)
-    first = F.feature_stats(model, tok, sae, LAYER, **kw)
+    kw = dict(release="mini", n_tokens=30, batch_size=2, seq_len=24, progress=False)
+    first = F.feature_stats(model, tok, sae, **kw)
     files = list((tmp_path / "feature_stats").glob("*.pt"))
     assert len(files) == 1 and first.n_tokens == 30 and first.info["layer"] == LAYER
     calls = []
     monkeypatch.setattr(F, "stream_stats", lambda *a, **k: calls.append(1))
-    again = F.feature_stats(model, tok, sae, LAYER, **kw)
+    again = F.feature_stats(model, tok, sae, **kw)
     assert (
         calls == []
         and torch.equal(again.counts, first.counts)
@@ -292,10 +287,15 @@ def test_feature_stats_is_cached(mini, sae, tmp_path, monkeypatch):
 
 def test_feature_stats_rejects_a_layer_without_sae(mini, sae):
     model, tok = mini
-    with pytest.raises(ValueError, match=r"No SAE for layer 3 .* layers 2, 6, 10, 14 have SAEs"):
-        F.feature_stats(model, tok, sae, 3, preset="mini", cache=False)
-    with pytest.raises(ValueError, match=r"reads 'blocks.6.hook_resid_post', but layer 10 needs"):
-        F.stream_stats(model, sae, 10, [], progress=False)
+    sae.cfg.metadata.hook_name = "blocks.3.hook_resid_post"
+    try:
+        with pytest.raises(ValueError, match=r"reads layer 3, which has no SAE in the 'mini' release"):
+            F.feature_stats(model, tok, sae, release="mini", cache=False)
+        sae.cfg.metadata.hook_name = "blocks.18.hook_resid_post"
+        with pytest.raises(ValueError, match=r"the model has only 18 decoder layers"):
+            F.stream_stats(model, sae, [], progress=False)
+    finally:
+        sae.cfg.metadata.hook_name = f"blocks.{LAYER}.hook_resid_post"
 
 
 @pytest.mark.parametrize("bad", ["", [], [""], ["ok", ""], None])
@@ -303,24 +303,24 @@ def test_empty_text_is_refused(mini, sae, bad):
     model, tok = mini
     with pytest.raises(ValueError, match="empty|non-empty"):
         if isinstance(bad, list):
-            F.contrast(model, tok, sae, LAYER, bad, ["fine"], get_release("mini"))
+            F.contrast(model, tok, sae, get_release("mini"), bad, ["fine"])
         else:
-            F.encode_text(model, tok, sae, LAYER, bad)
+            F.encode_text(model, tok, sae, bad)
 
 
 def test_encode_text_leaves_bos_out(mini, sae):
     model, tok = mini
-    tokens, feats = F.encode_text(model, tok, sae, LAYER, "Hello world")
+    tokens, feats = F.encode_text(model, tok, sae, "Hello world")
     assert "".join(tokens) == "Hello world" and feats.shape == (len(tokens), sae.cfg.d_sae)
 
 
 def test_contrast_is_the_difference_of_means(mini, sae):
     model, tok = mini
     a, b = ["Bonjour, comment allez-vous ?", "Le chat dort."], ["Hello, how are you?"]
-    table = F.contrast(model, tok, sae, LAYER, a, b, get_release("mini"))
+    table = F.contrast(model, tok, sae, get_release("mini"), a, b)
     means = []
     for texts in (a, b):
-        feats = torch.cat([F.encode_text(model, tok, sae, LAYER, t)[1] for t in texts])
+        feats = torch.cat([F.encode_text(model, tok, sae, t)[1] for t in texts])
         means.append(feats.mean(0))
     want = (means[0] - means[1]).double()
     got = torch.tensor(table["diff"].sort_index().to_numpy())
@@ -331,12 +331,12 @@ def test_contrast_is_the_difference_of_means(mini, sae):
 def test_logit_lens_and_neighbours(mini, sae):
     model, tok = mini
     d = sae.W_dec[5]
-    table = F.lens_table(model, tok, d, n=4)
+    table = cards.lens_table(model, tok, d, n=4)
     with torch.no_grad():
         logits = model.lm_head(model.model.norm(d[None]))[0]
     assert table["raises"].tolist() == [tok.decode([int(i)]) for i in logits.topk(4).indices]
     assert table["logit ↓"].iloc[0] == pytest.approx(logits.min().item(), rel=1e-4)
-    near = F.neighbours(sae, 5, n=3)
+    near = cards.neighbours(sae, 5, n=3)
     assert 5 not in near["feature"].tolist() and near["cosine"].is_monotonic_decreasing
     cos = torch.nn.functional.cosine_similarity(sae.W_dec, d[None], dim=1)
     cos[5] = -1
@@ -346,9 +346,9 @@ def test_logit_lens_and_neighbours(mini, sae):
 def test_feature_card(mini, sae, small_batches):
     model, tok = mini
     rel = get_release("mini")
-    stats = F.stream_stats(model, sae, LAYER, small_batches, k=4, progress=False)
+    stats = F.stream_stats(model, sae, small_batches, k=4, progress=False)
     f = int(stats.counts.argmax())
-    card = F.feature_card(stats, f, model, tok, sae, rel, n_examples=3)
+    card = cards.feature_card(model, tok, sae, rel, stats, f, n_examples=3)
     assert card.count == int(stats.counts[f]) and card.rank == 1 and card.group == rel.group_of(f)
     assert len(card.top) == 3 and card.top[0]["value"] == pytest.approx(float(stats.max[f]))
     assert card.top[0]["strings"][card.top[0]["centre"]] == tok.decode(
@@ -357,28 +357,28 @@ def test_feature_card(mini, sae, small_batches):
     assert f"feature {f}" in str(card) and f"feature {f}" in card._repr_html_()
     for bad in (-1, rel.d_sae):
         with pytest.raises(ValueError, match=rf"0\.\.{rel.d_sae - 1}"):
-            F.feature_card(stats, bad, model, tok, sae, rel)
+            cards.feature_card(model, tok, sae, rel, stats, bad)
 
 
 def test_characters_split_across_tokens_stay_whole_in_texts_and_cards(mini, sae):
-    from saehelpers import display, matryoshka
+    from saehelpers import display
 
     model, tok = mini
     text = "(«譫/ de\n𓀀Linux"  # 譫 is three byte tokens, 𓀀 four: each a � when decoded alone
-    tokens, feats = F.encode_text(model, tok, sae, LAYER, text)
+    tokens, feats = F.encode_text(model, tok, sae, text)
     assert tokens == ["(", "«", "", "", "譫", "/", " de", "\n", "", "", "", "𓀀", "Linux"]
     # a feature whose strongest token is 譫's first byte: the card's centre has no text of its own
     f = int(torch.where(feats.argmax(0) == 2, feats.max(0).values, 0).argmax())
     assert feats[2, f] > 0 and int(feats[:, f].argmax()) == 2
-    batches = F.text_batches(tok, [text])
-    stats = F.stream_stats(model, sae, LAYER, batches, k=4, before=20, after=20, progress=False)
-    card = F.feature_card(stats, f, model, tok, sae, get_release("mini"))
+    batches = text_batches(tok, [text])
+    stats = F.stream_stats(model, sae, batches, k=4, before=20, after=20, progress=False)
+    card = cards.feature_card(model, tok, sae, get_release("mini"), stats, f)
     top = card.top[0]
     assert top["strings"] == tokens and top["centre"] == 2 and "".join(top["strings"]) == text
     assert top["acts"] == pytest.approx(feats[:, f].tolist(), rel=1e-4, abs=1e-5)  # still one per token
     shown = display.card_examples(card).data + display.context_text(top)
     assert "�" not in shown and display.context_text(top) == "(«[[]]譫/ de↵𓀀Linux"
-    assert matryoshka.card_label(card).splitlines()[1].startswith("on: part of '譫'")
+    assert display.card_label(card).splitlines()[1].startswith("on: part of '譫'")
 
 
 def test_explorer_prints_a_static_card_where_widgets_do_not_render(mini, sae, small_batches):
@@ -386,9 +386,9 @@ def test_explorer_prints_a_static_card_where_widgets_do_not_render(mini, sae, sm
 
     model, tok = mini
     rel = get_release("mini")
-    stats = F.stream_stats(model, sae, LAYER, small_batches, k=4, progress=False)
+    stats = F.stream_stats(model, sae, small_batches, k=4, progress=False)
     f, g = (int(i) for i in stats.counts.topk(2).indices)
-    ex = explorer(model, tok, rel, LAYER, f, text="Hello <world>", sae=sae, stats=stats)
+    ex = explorer(model, tok, sae, rel, f, text="Hello <world>", stats=stats)
     bundle = ex._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle  # a widget where widgets work...
     plain = bundle["text/plain"]  # ...and the card as text everywhere else
@@ -397,10 +397,10 @@ def test_explorer_prints_a_static_card_where_widgets_do_not_render(mini, sae, sm
     )
     ex.feature_box.value = g
     assert ex.card.feature == g and f"feature {g} ·" in ex._repr_mimebundle_()["text/plain"]
-    with pytest.raises(ValueError, match="No SAE for layer 3"):
-        explorer(model, tok, rel, 3, f, sae=sae, stats=stats)
+    with pytest.raises(ValueError, match="release must be a Release"):
+        explorer(model, tok, sae, 6, f, stats=stats)
     with pytest.raises(ValueError, match=rf"0\.\.{rel.d_sae - 1}"):
-        explorer(model, tok, rel, LAYER, rel.d_sae, sae=sae, stats=stats)
+        explorer(model, tok, sae, rel, rel.d_sae, stats=stats)
 
 
 @pytest.mark.parametrize("how", ["ipywidgets 7", "SAEHELPERS_WIDGETS=0"])
@@ -412,16 +412,16 @@ def test_explorer_falls_back_to_static_html_with_the_same_facts(mini, sae, small
 
     model, tok = mini
     rel = get_release("mini")
-    stats = F.stream_stats(model, sae, LAYER, small_batches, k=4, progress=False)
+    stats = F.stream_stats(model, sae, small_batches, k=4, progress=False)
     f = int(stats.counts.topk(1).indices)
     assert widgets.enabled()
-    live = widgets.explorer(model, tok, rel, LAYER, f, text="Hello <world>", sae=sae, stats=stats)
+    live = widgets.explorer(model, tok, sae, rel, f, text="Hello <world>", stats=stats)
     if how == "ipywidgets 7":
         monkeypatch.setattr(ipywidgets, "__version__", "7.7.1")  # Colab's
     else:
         monkeypatch.setenv("SAEHELPERS_WIDGETS", "0")
     assert not widgets.enabled()
-    static = widgets.explorer(model, tok, rel, LAYER, f, text="Hello <world>", sae=sae, stats=stats)
+    static = widgets.explorer(model, tok, sae, rel, f, text="Hello <world>", stats=stats)
     assert isinstance(static, Static)
     assert repr(static) == live.static()  # the same card and text activations as the widget's text view
     page = static._repr_html_()

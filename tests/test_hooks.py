@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -141,12 +143,18 @@ def test_splice_sae_identity_like_replace(mini, prompt_ids, clean):
     ids, mask = prompt_ids
 
     class Identity(torch.nn.Module):
-        dtype = torch.float32
+        """An SAE that reconstructs perfectly: the spliced model is the clean model."""
 
-        def forward(self, x):
+        dtype, device = torch.float32, "cpu"
+        cfg = SimpleNamespace(d_in=640, metadata=SimpleNamespace(hook_name="blocks.8.hook_resid_post"))
+
+        def encode(self, x):
             return x
 
-    with torch.no_grad(), hooks.splice_sae(model, Identity(), 8):
+        def decode(self, a):
+            return a
+
+    with torch.no_grad(), hooks.splice_sae(model, Identity()):
         out = model(input_ids=ids, attention_mask=mask).logits
     assert torch.equal(out, clean[0])
 

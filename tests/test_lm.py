@@ -67,14 +67,14 @@ def test_next_token_loss_is_the_mean_of_the_scored_losses(mini):
 
 def test_one_logit_lens(mini):
     """One logit lens: lm.logit_lens; the cards' table ranks the same tokens; no second definition elsewhere."""
-    from saehelpers import features, steering
+    from saehelpers import cards, features, steering, tokens
 
     model, tok = mini
     v = model.get_input_embeddings().weight[tok.encode(" Paris", add_special_tokens=False)[0]].float()
     ids, vals = lm.logit_lens(model, v, k=5)
     assert vals.dtype == torch.float32 and (vals[:-1] >= vals[1:]).all()
-    table = features.lens_table(model, tok, v, n=5)
-    assert list(table["raises"]) == features.token_strings(tok, ids)
+    table = cards.lens_table(model, tok, v, n=5)
+    assert list(table["raises"]) == tokens.token_strings(tok, ids)
     assert not hasattr(steering, "logit_lens") and not hasattr(features, "logit_lens")
     many_ids, _ = lm.logit_lens(model, torch.stack([v, -v]), k=3)
     assert many_ids.shape == (2, 3) and torch.equal(many_ids[0], ids[:3])

@@ -73,14 +73,19 @@ def test_mini_model_predicts_text(mini):
 
 
 def test_check_sae_mismatch():
-    fake = SimpleNamespace(
-        cfg=SimpleNamespace(d_in=1152, metadata=SimpleNamespace(hook_name="blocks.3.hook_resid_post"))
-    )
-    with pytest.raises(ValueError, match="d_in is 1152 but the model's d_model is 640"):
-        loading.check_sae(fake, "mini", 3)
-    with pytest.raises(ValueError, match="needs an SAE for 'blocks.4.hook_resid_post'"):
-        loading.check_sae(fake, "gemma-3-1b", 4)
-    loading.check_sae(fake, "gemma-3-1b", 3)  # matches: no error
+    meta = SimpleNamespace(hook_name="blocks.3.hook_resid_post")
+    fake = SimpleNamespace(cfg=SimpleNamespace(d_in=1152, d_sae=32768, metadata=meta), encode=None)
+    assert loading.check_sae(fake, "gemma-3-1b") == 3  # it belongs: its layer comes back
+    with pytest.raises(ValueError, match="reads layer 3, which has no SAE in the 'mini' release"):
+        loading.check_sae(fake, "mini")
+    meta.hook_name = "blocks.6.hook_resid_post"
+    with pytest.raises(
+        ValueError, match=r"the SAE has d_in 1152 and 32768 latents, but the 'mini' release has d_model 640"
+    ):
+        loading.check_sae(fake, "mini")
+    meta.hook_name = "blocks.25.hook_resid_post"
+    with pytest.raises(ValueError, match=r"layer 25, which has no SAE in the 'gemma-3-1b' release"):
+        loading.check_sae(fake, "gemma-3-1b")
 
 
 @pytest.mark.parametrize("bad", [-1, 25, "12", 3.5])

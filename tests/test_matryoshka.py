@@ -6,7 +6,7 @@ import torch
 from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 from sae_lens.evals import ExplainedVarianceCalculator
 
-from saehelpers import get_release
+from saehelpers import display, get_release, widgets
 from saehelpers import matryoshka as mt
 
 # Incremental prefix decodes vs sae.decode on masked activations (float32): the only difference is
@@ -14,9 +14,10 @@ from saehelpers import matryoshka as mt
 REL_TOL = 1e-5
 
 
-def make_sae(d_in, d_sae, seed=0, norm="none", dtype="float32"):
+def make_sae(d_in, d_sae, seed=0, norm="none", dtype="float32", layer=6):
     torch.manual_seed(seed)
     cfg = JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, dtype=dtype, device="cpu", normalize_activations=norm)
+    cfg.metadata.hook_name = f"blocks.{layer}.hook_resid_post"
     sae = JumpReLUSAE(cfg)
     sae.requires_grad_(False)
     sae.b_dec.normal_(0, 0.1)
@@ -253,15 +254,15 @@ def test_tree_text_and_drawing():
     matplotlib.use("Agg")
     sae, rel, acts, planted = planted_hierarchy()
     table = mt.hierarchy(sae, rel, acts, top_k=5)
-    text = mt.tree_text(table, 0, {0: "parent zero\nline two"})
+    text = display.tree_text(table, 0, {0: "parent zero\nline two"})
     assert text.splitlines()[0] == "parent zero | line two"
     assert [int(line.split("└─ ")[1].split()[0]) for line in text.splitlines()[1:]] == table[
         table.parent == 0
     ].child.tolist()
     assert "P(parent|child) 1.00" in text
-    ax = mt.draw_tree(table, 0)
+    ax = display.draw_tree(table, 0)
     assert len(ax.lines) == len(planted[0])  # one edge per child
-    assert "no children" in mt.tree_text(table.iloc[:0], 0)
+    assert "no children" in display.tree_text(table.iloc[:0], 0)
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +298,7 @@ def test_prefix_loss_full_width_matches_a_plain_splice(mini_model):
     layer = rel.layers[0]
     sae = saehelpers.load_sae(layer, "mini", dtype="float32")
     batch = next(token_batches(tok, "mini", 2, 32, n_batches=1))
-    table = mt.prefix_loss(model, sae, rel, layer, [batch], progress=False)
+    table = mt.prefix_loss(model, sae, rel, [batch], progress=False)
     assert table.width.tolist() == list(rel.matryoshka_widths)
     # The widest prefix is the whole SAE: the same loss as splicing encode/decode at all tokens but BOS.
     ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -309,7 +310,7 @@ def test_prefix_loss_full_width_matches_a_plain_splice(mini_model):
     assert table.delta_loss.tolist() == pytest.approx((table.ce - table.ce_clean).tolist(), abs=1e-9)
     assert table.kl.iloc[0] > table.kl.iloc[-1] >= 0  # the smallest prefix distorts the predictions most
     with pytest.raises(ValueError, match="No prefix widths given"):
-        mt.prefix_loss(model, sae, rel, layer, [batch], widths=[])
+        mt.prefix_loss(model, sae, rel, [batch], widths=[])
 
 
 def test_tree_explorer_without_widgets_shows_every_parents_tree(monkeypatch):
@@ -329,10 +330,10 @@ def test_tree_explorer_without_widgets_shows_every_parents_tree(monkeypatch):
     )
     labels = {0: "zero <b>", 5: "five", 7: "seven", 9: "nine", 11: "eleven"}
     monkeypatch.setenv("SAEHELPERS_WIDGETS", "0")
-    view = mt.tree_explorer(table, labels, {11: "details of eleven"})
+    view = widgets.tree_explorer(table, labels, {11: "details of eleven"})
     assert isinstance(view, Static)
     assert repr(view) == "\n\n".join(
-        [mt.tree_text(table, 0, labels), mt.tree_text(table, 5, labels) + "\n\ndetails of eleven"]
+        [display.tree_text(table, 0, labels), display.tree_text(table, 5, labels) + "\n\ndetails of eleven"]
     )
     assert "zero &lt;b&gt;" in view._repr_html_() and "all 2 parents" in view._repr_html_()
 

@@ -88,7 +88,7 @@ def _cases(floor, layers):
     for layer in layers:
         why = SHORTFALLS.get((floor, layer))
         marks = (
-            [pytest.mark.xfail(strict=True, reason=f"issue-3 floor not met by the 1-hour build: {why}")]
+            [pytest.mark.xfail(strict=True, reason=f"floor not met by the 1-hour build: {why}")]
             if why
             else []
         )
@@ -171,7 +171,7 @@ def recomputed(mini, meta, saes):
         scored = token_mask(ids, mask, tok.bos_token_id)
         clean = ce_loss(model(input_ids=ids, attention_mask=mask).logits, ids, scored)
         for layer in layers:
-            with splice_sae(model, saes[layer], layer, include_bos=False):
+            with splice_sae(model, saes[layer], include_bos=False):
                 spliced = ce_loss(model(input_ids=ids, attention_mask=mask).logits, ids, scored)
             out[layer]["delta_loss"] = spliced - clean
     return out
@@ -188,7 +188,7 @@ def test_recomputed_floors(meta, recomputed):
             m["ev_per_prefix"],
         )
         assert abs(m["l0_mean"] - meta["k"]) <= L0_REL_TOL * meta["k"], (layer, m["l0_mean"])
-        if layer in MIDDLE and ("delta_loss", layer) not in SHORTFALLS:
+        if layer in MIDDLE:
             assert m["delta_loss"] <= DELTA_LOSS_MAX_MIDDLE, (layer, m["delta_loss"])
 
 
@@ -219,11 +219,11 @@ def test_notebook_sweep_agrees_with_release_json(mini, meta, saes):
     }
     layer = meta["layers"][len(meta["layers"]) // 2]
     built = meta["metrics_test_slice"][str(layer)]
-    ev = sae_stats(model, saes[layer], layer, [rows], progress=False)
+    ev = sae_stats(model, saes[layer], [rows], progress=False)
     assert ev.explained_variance == pytest.approx(built["explained_variance"], abs=TOL["explained_variance"])
     assert ev.l0 == pytest.approx(built["l0_mean"], abs=TOL["l0_mean"])
     assert ev.dead_fraction == pytest.approx(built["dead_fraction"], abs=1e-3)
     # The loss rows are the first ce_rows of the same batch: one call serves both when they are all of it.
     same = s["ce_rows"] >= len(rows["input_ids"])
-    loss = ev if same else sae_stats(model, saes[layer], layer, [ce], progress=False)
+    loss = ev if same else sae_stats(model, saes[layer], [ce], progress=False)
     assert loss.delta_loss == pytest.approx(built["delta_loss"], abs=TOL["delta_loss"]), layer

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import saehelpers
-from saehelpers import release
+from saehelpers import get_release, release
 from saehelpers.presets import Choice, choose_preset
 from saehelpers.release import CARD_EXPLAINED_VARIANCE
 
@@ -122,11 +122,54 @@ def test_auto_choice_offline_without_cache_is_mini(monkeypatch, tmp_path, capsys
 def test_auto_choice_without_token_online_is_mini(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
-    import saehelpers.loading
+    import saehelpers.presets
 
     monkeypatch.delenv("SAEHELPERS_PRESET", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(saehelpers.loading, "hf_token", lambda: None)
+    monkeypatch.setattr(saehelpers.presets, "hf_token", lambda: None)
     choice = choose_preset(announce=False)
     assert choice.name == "mini" and "no Hugging Face token" in choice.reason
+
+
+def test_no_import_circle_between_modules():
+    """The package's module-level imports form no cycle (release.py, the facts, imports only checks)."""
+    import ast
+    from graphlib import TopologicalSorter
+    from pathlib import Path
+
+    import saehelpers
+
+    graph = {}
+    for path in Path(saehelpers.__file__).parent.glob("*.py"):
+        deps = set()
+        for node in ast.parse(
+            path.read_text()
+        ).body:  # module level only: imports inside functions are deferred
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module} if node.module else {a.name for a in node.names}
+        graph[path.stem] = deps
+    list(TopologicalSorter(graph).static_order())  # raises CycleError on a circle
+    assert graph["release"] == {"checks"}
+
+
+def test_get_release_none_uses_the_chosen_preset_without_the_hub(monkeypatch):
+    from saehelpers import release
+
+    monkeypatch.delenv("SAEHELPERS_PRESET", raising=False)
+    monkeypatch.setattr(release, "_chosen", [])
+    with pytest.raises(ValueError, match=r"No preset chosen yet: pass one, e.g. get_release\('mini'\)"):
+        get_release()
+    choose_preset("mini", announce=False)
+    assert get_release().name == "mini"
+    monkeypatch.setenv("SAEHELPERS_PRESET", "gemma-3-1b")
+    assert get_release().name == "gemma-3-1b"
+
+
+@pytest.mark.parametrize("bad", [3, 1.5, ["mini"], object()])
+def test_as_release_takes_a_release_or_a_preset_name(bad):
+    from saehelpers.release import as_release
+
+    assert as_release("mini") == get_release("mini") and as_release(get_release("mini")).name == "mini"
+    with pytest.raises(ValueError, match=r"release must be a Release .* or a preset name"):
+        as_release(bad)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from saehelpers import hooks, lm, steering
+from saehelpers import cards, display, hooks, lm, steering
 from saehelpers import metrics as M
 
 LAYER = 6
@@ -23,6 +23,7 @@ def sae(mini):
     model, tok = mini
     torch.manual_seed(0)
     sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=640, d_sae=64))
+    sae.cfg.metadata.hook_name = f"blocks.{LAYER}.hook_resid_post"
     x = hooks.resid_post(model, tok(PROMPTS[0], return_tensors="pt").input_ids, [LAYER])[LAYER][0, 1:]
     with torch.no_grad():
         pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
@@ -59,18 +60,18 @@ def test_steer_adds_coef_times_direction_at_chosen_positions_only(mini, sae, ids
     model, _ = mini
     base, _ = clean
     d = sae.W_dec[7].detach()
-    what, kw = (7, dict(sae=sae)) if by == "feature" else (d.clone(), {})
+    at, what = (sae, 7) if by == "feature" else (LAYER, d.clone())
     coef = 3.5
-    got = steered_resid(model, ids, steering.steer(model, LAYER, what, coef, **kw))
+    got = steered_resid(model, ids, steering.steer(model, at, what, coef))
     assert torch.equal(got[:, 0], base[:, 0])  # BOS left alone
     torch.testing.assert_close(got[:, 1:], base[:, 1:] + coef * d, rtol=0, atol=1e-5)
 
-    got = steered_resid(model, ids, steering.steer(model, LAYER, what, coef, positions=[2, 4], **kw))
+    got = steered_resid(model, ids, steering.steer(model, at, what, coef, positions=[2, 4]))
     changed = (got != base).any(-1)[0].nonzero().flatten().tolist()
     assert changed == [2, 4]  # and nowhere else
     torch.testing.assert_close(got[0, [2, 4]], base[0, [2, 4]] + coef * d, rtol=0, atol=1e-5)
 
-    got = steered_resid(model, ids, steering.steer(model, LAYER, what, coef, include_bos=True, **kw))
+    got = steered_resid(model, ids, steering.steer(model, at, what, coef, include_bos=True))
     torch.testing.assert_close(got, base + coef * d, rtol=0, atol=1e-5)
 
 
@@ -78,7 +79,7 @@ def test_steer_one_generated_position_during_generate(mini, sae, ids):
     """With the KV cache, steering position P changes layer LAYER's output at P only, by coef * direction."""
     model, _ = mini
     coef, P = 40.0, ids.shape[1] + 1  # the second new token
-    with torch.no_grad(), steering.steer(model, LAYER, 7, coef, sae=sae, positions=[P]):
+    with torch.no_grad(), steering.steer(model, sae, 7, coef, positions=[P]):
         with hooks.capture(model, [LAYER], keep_all=True) as acts:
             out = model.generate(input_ids=ids, max_new_tokens=4, do_sample=False)
     got = torch.cat(acts.history[LAYER], dim=1)  # every step's output, the prompt's first
@@ -92,7 +93,7 @@ def test_steer_one_generated_position_during_generate(mini, sae, ids):
 
 def test_steer_at_zero_changes_nothing(mini, sae, ids, clean):
     model, _ = mini
-    with torch.no_grad(), steering.steer(model, LAYER, 7, 0.0, sae=sae):
+    with torch.no_grad(), steering.steer(model, sae, 7, 0.0):
         logits = model(input_ids=ids).logits
     assert torch.equal(logits, clean[1])
 
@@ -105,12 +106,12 @@ def test_clamp_is_x_plus_value_minus_activation_times_direction(mini, sae, ids, 
     f = int(a[1:].sum(0).argmax())  # a feature that fires on this prompt, so clamping differs from adding
     assert (a[1:, f] > 0).any() and (a[1:, f] == 0).any()
     d = sae.W_dec[f].detach()
-    got = steered_resid(model, ids, steering.clamp(model, sae, LAYER, f, 2.0))
+    got = steered_resid(model, ids, steering.clamp(model, sae, f, 2.0))
     assert torch.equal(got[:, 0], base[:, 0])
     want = base[0, 1:] + (2.0 - a[1:, f, None]) * d
     torch.testing.assert_close(got[0, 1:], want, rtol=0, atol=1e-5)
     # Clamping to 0 removes the feature where it fires and leaves the other positions untouched.
-    got = steered_resid(model, ids, steering.clamp(model, sae, LAYER, f, 0.0))
+    got = steered_resid(model, ids, steering.clamp(model, sae, f, 0.0))
     off = (a[:, f] == 0).nonzero().flatten()
     assert torch.equal(got[0, off], base[0, off])
 
@@ -123,7 +124,7 @@ def test_steering_changes_generated_text_and_same_seed_same_text(mini, sae):
     plain = steering.generate(model, tok, PROMPTS, max_new_tokens=6)
     assert isinstance(plain, list) and len(plain) == 2 and all(isinstance(t, str) for t in plain)
     norm = sae.W_dec[7].norm().item()
-    with steering.steer(model, LAYER, 7, 200 / norm, sae=sae):
+    with steering.steer(model, sae, 7, 200 / norm):
         steered = steering.generate(model, tok, PROMPTS, max_new_tokens=6)
     assert steered[0] != plain[0] and steered[1] != plain[1]
 
@@ -134,7 +135,7 @@ def test_steering_changes_generated_text_and_same_seed_same_text(mini, sae):
     assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left as it was
     assert steering.generate(model, tok, PROMPTS[0], max_new_tokens=6, do_sample=True, seed=1) == a
     assert steering.generate(model, tok, PROMPTS[0], max_new_tokens=6, do_sample=True, seed=2) != a
-    with steering.steer(model, LAYER, 7, 20 / norm, sae=sae):
+    with steering.steer(model, sae, 7, 20 / norm):
         s1 = steering.generate(model, tok, PROMPTS[0], max_new_tokens=6, do_sample=True, seed=1)
         assert steering.generate(model, tok, PROMPTS[0], max_new_tokens=6, do_sample=True, seed=1) == s1
     assert hooks.active_hooks(model) == 0
@@ -157,11 +158,7 @@ class Boom(LogitsProcessor):
 def test_exception_mid_generation_leaves_model_clean(mini, sae, ids, clean, edit):
     model, tok = mini
     boom = Boom()
-    ctx = (
-        steering.steer(model, LAYER, 7, 50.0, sae=sae)
-        if edit == "steer"
-        else steering.clamp(model, sae, LAYER, 7, 50.0)
-    )
+    ctx = steering.steer(model, sae, 7, 50.0) if edit == "steer" else steering.clamp(model, sae, 7, 50.0)
     with pytest.raises(RuntimeError, match="boom mid-generation"):
         with ctx:
             steering.generate(
@@ -195,7 +192,7 @@ def test_exception_mid_generation_leaves_model_clean(mini, sae, ids, clean, edit
 def test_bad_input_gives_clear_errors(mini, sae, what, coef, match):
     model, _ = mini
     with pytest.raises(ValueError, match=match):
-        with steering.steer(model, LAYER, what, coef, sae=sae):
+        with steering.steer(model, sae, what, coef):
             pass
     assert hooks.active_hooks(model) == 0
 
@@ -203,20 +200,21 @@ def test_bad_input_gives_clear_errors(mini, sae, what, coef, match):
 def test_bad_clamp_and_sae_inputs(mini, sae):
     model, _ = mini
     with pytest.raises(ValueError, match="value must be finite"):
-        steering.clamp(model, sae, LAYER, 7, float("nan"))
+        steering.clamp(model, sae, 7, float("nan"))
     with pytest.raises(ValueError, match=r"Feature 99 is out of range"):
-        steering.clamp(model, sae, LAYER, 99, 1.0)
+        steering.clamp(model, sae, 99, 1.0)
     with pytest.raises(ValueError, match="needs its SAE"):
         steering.steer(model, LAYER, 7, 1.0)
     with pytest.raises(ValueError, match=r"0\.\.17"):
         with steering.steer(model, 18, torch.zeros(640), 1.0):
             pass
-    sae.cfg.metadata.hook_name = "blocks.2.hook_resid_post"
+    hook = sae.cfg.metadata.hook_name
+    sae.cfg.metadata.hook_name = None  # an SAE built by hand, that does not say where it reads
     try:
-        with pytest.raises(ValueError, match=r"reads 'blocks\.2\.hook_resid_post'.*load_sae\(6\)"):
-            steering.steer(model, LAYER, 7, 1.0, sae=sae)
+        with pytest.raises(ValueError, match=r"does not say which layer it reads.*hook_name = 'blocks\.0"):
+            steering.steer(model, sae, 7, 1.0)
     finally:
-        sae.cfg.metadata.hook_name = None
+        sae.cfg.metadata.hook_name = hook
     with pytest.raises(ValueError, match="max_new_tokens"):
         steering.generate(model, None, "hi", max_new_tokens=0)
     assert hooks.active_hooks(model) == 0
@@ -228,7 +226,7 @@ def test_bad_clamp_and_sae_inputs(mini, sae):
 def test_read_back_and_lens_probability_by_hand(mini, sae):
     model, tok = mini
     prompt, text = "The cat sat on the", " mat and looked out of the window."
-    activation, loss = steering.read_back(model, tok, sae, LAYER, [7, 3], [prompt], [text])
+    activation, loss = steering.read_back(model, tok, sae, [7, 3], [prompt], [text])
     p_ids, t_ids = tok(prompt).input_ids, tok(text, add_special_tokens=False).input_ids
     ids = torch.tensor([p_ids + t_ids])
     with torch.no_grad(), hooks.capture(model, [LAYER]) as acts:
@@ -241,7 +239,7 @@ def test_read_back_and_lens_probability_by_hand(mini, sae):
     want_loss = torch.nn.functional.cross_entropy(logits[0, new.start - 1 : -1].double(), targets).item()
     # lm.next_token_losses takes the softmax in float32 after subtracting each row's maximum.
     assert loss == pytest.approx(want_loss, rel=1e-6)
-    assert steering.read_back(model, tok, sae, LAYER, 7, prompt, text)[0] == pytest.approx(activation[0])
+    assert steering.read_back(model, tok, sae, 7, prompt, text)[0] == pytest.approx(activation[0])
 
     p = steering.lens_probability(model, tok, [prompt], [text], targets.unique())
     probs = logits[0, new.start - 1 : -1].double().softmax(-1)
@@ -250,7 +248,7 @@ def test_read_back_and_lens_probability_by_hand(mini, sae):
         pytest.approx(1.0, abs=1e-5)
     )
     with pytest.raises(ValueError, match="one text per prompt"):
-        steering.read_back(model, tok, sae, LAYER, 7, [prompt, prompt], [text])
+        steering.read_back(model, tok, sae, 7, [prompt, prompt], [text])
 
 
 def test_logit_lens_of_the_last_layer_is_the_models_prediction(mini, ids, clean):
@@ -273,7 +271,7 @@ def test_resid_norms_and_max_activation_by_hand(mini, sae):
     assert norm == pytest.approx(x.norm(dim=-1).median().item(), rel=1e-6)
     assert spread == pytest.approx((x - x.mean(0)).norm(dim=-1).median().item(), rel=1e-5)
     assert spread < norm / 2  # a few huge, nearly constant dimensions dominate ||x||
-    got = steering.max_activation(model, tok, sae, LAYER, PROMPTS)
+    got = steering.max_activation(model, tok, sae, PROMPTS)
     with torch.no_grad():
         want = torch.stack(
             [
@@ -324,16 +322,15 @@ def test_steering_a_lens_picked_feature_moves_the_measurements(mini):
     spread = (x - x.mean(0)).norm(dim=-1).median().item()  # as steering.resid_norms
     coef = 0.5 * spread / sae.W_dec[feature].norm().item()  # a push of half the residual spread
     prompts = ["I think that", "The best thing about it is", "Yesterday we went to"]
-    plain = steering.measure(model, tok, sae, layer, feature, prompts, lens_ids, max_new_tokens=12)
+    plain = steering.measure(model, tok, sae, feature, prompts, lens_ids, max_new_tokens=12)
     steered = steering.measure(
         model,
         tok,
         sae,
-        layer,
         feature,
         prompts,
         lens_ids,
-        edit=lambda: steering.steer(model, layer, feature, coef, sae=sae),
+        edit=lambda: steering.steer(model, sae, feature, coef),
         max_new_tokens=12,
     )
     words = [tok.decode(t) for t in lens_ids[:5]]
@@ -356,12 +353,12 @@ def test_distinct_words_counts_repetition():
 
 def test_side_by_side_escapes_every_text_and_checks_lengths():
     hostile = '<script>alert(1)</script> <img src=x onerror="alert(2)"> &amp;'
-    html = steering.side_by_side([hostile], plain=[hostile], steered=["ok"]).to_html()
+    html = display.side_by_side([hostile], plain=[hostile], steered=["ok"]).to_html()
     assert "<script>" not in html and "<img" not in html
     assert "&lt;script&gt;" in html and "&amp;amp;" in html  # shown as the text it is
     assert "ok" in html
     with pytest.raises(ValueError, match="one per prompt"):
-        steering.side_by_side(["a", "b"], plain=["x"])
+        display.side_by_side(["a", "b"], plain=["x"])
 
 
 @pytest.mark.parametrize(
@@ -382,13 +379,12 @@ def test_sampling_settings_are_checked_before_generating(mini, kwargs, match):
 
 
 def test_lens_sizes_are_checked(mini, sae):
-    from saehelpers import features
 
     model, tok = mini
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="k must be an int in 1"):
             lm.logit_lens(model, sae.W_dec[0], k=bad)
         with pytest.raises(ValueError, match="n must be an int in 1"):
-            features.neighbours(sae, 0, n=bad)
+            cards.neighbours(sae, 0, n=bad)
         with pytest.raises(ValueError, match="n must be an int in 1"):
-            features.lens_table(model, tok, sae.W_dec[0], n=bad)
+            cards.lens_table(model, tok, sae.W_dec[0], n=bad)

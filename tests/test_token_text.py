@@ -9,8 +9,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from saehelpers import display as D
-from saehelpers import features as F
-from saehelpers import matryoshka as mt
+from saehelpers import tokens
 
 TEXT = "(«譫/ de\n𓀀Linux"  # 譫 and 𓀀 are not in Gemma's vocabulary: byte-fallback tokens
 PIECES = [
@@ -53,19 +52,19 @@ def ids(tok):
 
 
 def test_context_strings_give_each_character_to_the_token_that_completes_it(tok, ids):
-    strings = F.context_strings(tok, ids)
+    strings = tokens.context_strings(tok, ids)
     assert strings == ["(", "«", "", "", "譫", "/", " de", "\n", "", "", "", "𓀀", "Linux"]
     assert "".join(strings) == tok.decode(ids) == TEXT and not any("�" in s for s in strings)
 
 
 def test_a_character_cut_by_the_context_edge_shows_its_bytes(tok, ids):
-    assert F.context_strings(tok, ids[3:6]) == ["⟨0xAD⟩", "⟨0xAB⟩", "/"]  # its first byte is outside
-    assert F.context_strings(tok, ids[:4]) == ["(", "«", "⟨0xE8⟩", "⟨0xAD⟩"]  # its last byte is outside
+    assert tokens.context_strings(tok, ids[3:6]) == ["⟨0xAD⟩", "⟨0xAB⟩", "/"]  # its first byte is outside
+    assert tokens.context_strings(tok, ids[:4]) == ["(", "«", "⟨0xE8⟩", "⟨0xAD⟩"]  # its last byte is outside
 
 
 def test_token_strings_show_a_lone_byte_token_as_its_byte(tok, ids):
-    assert F.token_strings(tok, ids[:6]) == ["(", "«", "⟨0xE8⟩", "⟨0xAD⟩", "⟨0xAB⟩", "/"]
-    assert F.token_strings(tok, [ids[6]]) == [tok.decode([ids[6]])] == [" de"]
+    assert tokens.token_strings(tok, ids[:6]) == ["(", "«", "⟨0xE8⟩", "⟨0xAD⟩", "⟨0xAB⟩", "/"]
+    assert tokens.token_strings(tok, [ids[6]]) == [tok.decode([ids[6]])] == [" de"]
 
 
 def test_a_partial_token_keeps_its_shade_in_html():
@@ -77,7 +76,7 @@ def test_a_partial_token_keeps_its_shade_in_html():
 
 def test_card_label_names_the_character_of_a_partial_centre():
     e = {"strings": ["(", "«", "", "", "譫", "/"], "centre": 2}
-    assert mt._centre(e) == "part of '譫'" and mt._centre(e | {"centre": 4}) == "'譫'"
+    assert D._centre(e) == "part of '譫'" and D._centre(e | {"centre": 4}) == "'譫'"
 
 
 # ---------------------------------------------------------------- finding 3: missing glyphs
@@ -125,7 +124,7 @@ def test_tree_nodes_with_cjk_and_bengali_tokens_draw_without_missing_glyphs():
     labels = {0: f"0 (g0, 1.0%)\non: '{CJK}'", 1: f"1 (g1, 0.5%)\non: '{BENGALI}'", 2: "2\non: part of '譫'"}
     with matplotlib.rc_context(DEJAVU):
         fig = Figure(figsize=(8, 3.6))
-        ax = mt.draw_tree(table, 0, labels, ax=fig.subplots())
+        ax = D.draw_tree(table, 0, labels, ax=fig.subplots())
         assert draw(fig) == []
     texts = [t.get_text() for t in ax.texts]
     assert "0 (g0, 1.0%)\non: '⟨U+8B6B⟩⟨U+8A9E⟩'" in texts

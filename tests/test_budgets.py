@@ -1,0 +1,46 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from saehelpers import get_release
+from saehelpers.budgets import BUDGETS, SMOKE, SMOKE_ENV, get_budget
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def test_full_size_sweeps_every_layer_and_takes_the_preset_numbers(monkeypatch):
+    monkeypatch.delenv(SMOKE_ENV, raising=False)
+    for preset in ("mini", "gemma-3-1b"):
+        budget = get_budget(preset)
+        assert budget.sweep_layers == get_release(preset).layers and not budget.smoke
+        assert budget.stats_tokens == BUDGETS[preset].stats_tokens
+    # the real release reads more text than the stand-in, everywhere
+    mini, real = BUDGETS["mini"], BUDGETS["gemma-3-1b"]
+    assert all(getattr(real, k) >= getattr(mini, k) for k in ("stats_tokens", "edit_tokens", "prefix_tokens"))
+
+
+def test_smoke_size_is_the_smallest_with_first_middle_and_last_layer(monkeypatch):
+    monkeypatch.setenv(SMOKE_ENV, "1")
+    budget = get_budget(get_release("gemma-3-1b"))
+    assert budget.smoke and budget.sweep_layers == (0, 12, 24)
+    assert get_budget("mini").sweep_layers == (2, 10, 14)
+    for full in BUDGETS.values():
+        assert all(
+            getattr(SMOKE, k) <= getattr(full, k) for k in ("stats_tokens", "new_tokens", "loss_batches")
+        )
+
+
+@pytest.mark.parametrize("bad", ["yes", "2", "true"])
+def test_a_bad_smoke_value_says_what_is_valid(monkeypatch, bad):
+    monkeypatch.setenv(SMOKE_ENV, bad)
+    with pytest.raises(ValueError, match="set it to 1 for the smoke size, or 0 / unset"):
+        get_budget("mini")
+
+
+def test_no_notebook_branches_on_the_preset():
+    """Sizes come from the budget table, so the smoke size and the real release run the same cells."""
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert 'preset == "mini"' not in code and "preset != " not in code, path.name
