@@ -86,6 +86,11 @@ class Release:
         return self.hook_name(layer)
 
     @property
+    def sae_mb(self) -> float:
+        """One SAE's size in MB (float32 W_enc, W_dec, biases and thresholds): what loading it reads."""
+        return (2 * self.d_model * self.d_sae + 2 * self.d_sae + self.d_model) * 4 / 1e6
+
+    @property
     def groups(self) -> list[tuple[int, int]]:
         """Matryoshka groups as half-open latent ranges [start, end)."""
         starts = (0, *self.matryoshka_widths[:-1])

@@ -44,3 +44,15 @@ def test_no_notebook_branches_on_the_preset():
         cells = json.loads(path.read_text())["cells"]
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         assert 'preset == "mini"' not in code and "preset != " not in code, path.name
+
+
+def test_real_shape_run_builds_the_layers_the_notebooks_load(monkeypatch):
+    """scripts/run_real_shape.py: the fake hub holds the sweeps' layers, the middle (00, 02, 05), the
+    three-quarter layer (03, 04) and the first (04's early layer)."""
+    import sys
+
+    sys.path.insert(0, str(NOTEBOOKS.parent / "scripts"))
+    from run_real_shape import needed_layers
+
+    monkeypatch.setenv(SMOKE_ENV, "1")  # needed_layers sets it too; monkeypatch restores it afterwards
+    assert needed_layers() == [0, 12, 18, 24]
