@@ -44,6 +44,20 @@ class Run:
     def ok(self) -> bool:
         return not self.errors and not self.stderr
 
+    def record(self) -> dict:
+        """The run as one JSON-ready dict."""
+        return {"notebook": self.path.name, "seconds": self.seconds, "peak_mb": self.peak_mb, "file_mb": self.file_mb,
+                "ok": self.ok, "errors": self.errors, "stderr": self.stderr, "cell_seconds": self.cell_seconds,
+                "cell_peak_mb": self.cell_peak_mb}  # fmt: skip
+
+    def report(self, label: str = "") -> str:
+        """One line (time, peak memory, ok or FAILED), then each error and stderr line under it."""
+        head = (
+            f"{self.path.name:<32} {label}{self.seconds:7.1f} s  peak {self.peak_mb:7.0f} MB "
+            f"(file-mapped {self.file_mb:4.0f})  {'ok' if self.ok else 'FAILED'}"
+        )
+        return "\n".join([head, *("    " + line for line in self.errors + self.stderr)])
+
 
 def _status_mb(pid: int, key: str = "VmHWM") -> float:
     """A memory figure of /proc/PID/status in MB: VmHWM (peak resident), RssFile (file-mapped, now), ..."""
@@ -102,17 +116,7 @@ def main(argv=None) -> int:
     for p in paths:
         r = run(p)
         bad += not r.ok
-        if args.json:
-            print(json.dumps({"notebook": p.name, "seconds": r.seconds, "peak_mb": r.peak_mb, "file_mb": r.file_mb, "ok": r.ok,
-                              "errors": r.errors, "stderr": r.stderr, "cell_seconds": r.cell_seconds,
-                              "cell_peak_mb": r.cell_peak_mb}), flush=True)  # fmt: skip
-            continue
-        print(
-            f"{p.name:<32} {r.seconds:7.1f} s  peak {r.peak_mb:7.0f} MB (file-mapped {r.file_mb:4.0f})  "
-            f"{'ok' if r.ok else 'FAILED'}"
-        )
-        for line in r.errors + r.stderr:
-            print("    " + line)
+        print(json.dumps(r.record()) if args.json else r.report(), flush=True)
     return 1 if bad else 0
 
 

@@ -57,16 +57,10 @@ def main(argv=None) -> int:
         for p in paths:
             r = run(p, timeout=CELL_TIMEOUT, save=False)
             bad += not r.ok
-            if args.json:
-                print(json.dumps({"notebook": p.name, "dtype": dtype, "seconds": round(r.seconds, 1),
-                                  "peak_mb": round(r.peak_mb), "file_mb": round(r.file_mb), "ok": r.ok,
-                                  "errors": r.errors, "stderr": r.stderr}), flush=True)  # fmt: skip
-                continue
             print(
-                f"{p.name:<32} {dtype:<9} {r.seconds:7.1f} s  peak {r.peak_mb:7.0f} MB  {'ok' if r.ok else 'FAILED'}"
+                json.dumps(r.record() | {"dtype": dtype}) if args.json else r.report(f"{dtype:<9} "),
+                flush=True,
             )
-            for line in r.errors + r.stderr:
-                print("    " + line)
     return 1 if bad else 0
 
 
