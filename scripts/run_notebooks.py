@@ -32,6 +32,9 @@ class Run:
     seconds: float = 0.0
     peak_mb: float = 0.0  # the kernel process's VmHWM
     errors: list[str] = field(default_factory=list)  # "cell N: ename: evalue"
+    failed: dict[int, str] = field(
+        default_factory=dict
+    )  # cell index -> exception name (CellTimeoutError, ...)
     stderr: list[str] = field(default_factory=list)  # "cell N: text"
     cell_seconds: list[float] = field(default_factory=list)
     cell_peak_mb: list[float] = field(default_factory=list)  # VmHWM after each cell: which cell set the peak
@@ -71,8 +74,12 @@ def _peak_mb(pid: int) -> float:
     return _status_mb(pid, "VmHWM")
 
 
-def run(path: Path, timeout: int = CELL_TIMEOUT, save: bool = True) -> Run:
-    """Execute `path` in a fresh python3 kernel started in notebooks/; never raises for a failing cell."""
+def run(path: Path, timeout: int = CELL_TIMEOUT, save: bool = True, keep_going: bool = False) -> Run:
+    """Execute `path` in a fresh python3 kernel started in its folder; never raises for a failing cell.
+
+    A failing cell stops the run, as Jupyter's "run all" does, unless keep_going (used to check that a
+    learner notebook fails only at its exercises, and that every cell after one still runs).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No notebook at {path}: give a path such as notebooks/00_quickstart.ipynb.")
@@ -88,9 +95,11 @@ def run(path: Path, timeout: int = CELL_TIMEOUT, save: bool = True) -> Run:
             t = time.perf_counter()
             try:
                 client.execute_cell(cell, i)
-            except Exception as e:  # CellExecutionError, or a timeout: stop here as Jupyter's "run all" does
+            except Exception as e:  # CellExecutionError, or a timeout
                 result.errors.append(f"cell {i}: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}")
-                break
+                result.failed[i] = getattr(e, "ename", type(e).__name__)
+                if not keep_going:
+                    break
             finally:
                 result.cell_seconds.append(time.perf_counter() - t)
                 result.cell_peak_mb.append(_peak_mb(pid))

@@ -1,0 +1,124 @@
+"""The exercise checkers: each passes its reference answer, names each known mistake, and lets an
+unattempted exercise (NotImplementedError) through."""
+
+import pytest
+import torch
+
+from saehelpers import exercises
+from saehelpers.exercises import core
+
+ALL = [(lesson, e) for lesson, items in exercises.LESSONS.items() for e in items]
+MISTAKES = [(lesson, e, m) for lesson, e in ALL for m in e.mistakes]
+
+
+def _id(item) -> str:
+    return item.check.__name__ if isinstance(item, core.Exercise) else getattr(item, "name", str(item))
+
+
+@pytest.fixture(scope="module")
+def context(request):
+    """What a checker may need from the notebook: the mini model (float32) and one of its SAEs."""
+    cache = {}
+
+    def get(needs):
+        out = []
+        for need in needs:
+            if need not in cache:
+                if need == "model":
+                    cache[need] = request.getfixturevalue("mini")[0]
+                elif need == "sae":
+                    from saehelpers import get_release, load_sae
+
+                    release = get_release("mini")
+                    cache[need] = load_sae(release.layers[1], "mini", dtype="float32")
+                else:
+                    raise KeyError(need)
+            out.append(cache[need])
+        return out
+
+    return get
+
+
+def test_every_lesson_has_two_to_four_exercises():
+    assert sorted(exercises.LESSONS) == ["00", "01", "02", "03", "04", "05", "06"]
+    assert all(2 <= len(items) <= 4 for items in exercises.LESSONS.values())
+    assert sum(len(items) for items in exercises.LESSONS.values()) >= 14
+    names = [e.check.__name__ for _, e in ALL]
+    assert len(set(names)) == len(names) and all(n.startswith("check_") for n in names)
+    assert all(getattr(exercises, n) is e.check for n, (_, e) in zip(names, ALL))
+
+
+@pytest.mark.parametrize("lesson,exercise", ALL, ids=lambda x: _id(x) if not isinstance(x, str) else x)
+def test_reference_passes(lesson, exercise, context, capsys):
+    n = exercise.check(exercise.solution, *context(exercise.needs))
+    assert n >= 2
+    assert capsys.readouterr().out.startswith(f"✓ {exercise.check.__name__.removeprefix('check_')}")
+
+
+@pytest.mark.parametrize(
+    "lesson,exercise,mistake", MISTAKES, ids=lambda x: _id(x) if not isinstance(x, str) else x
+)
+def test_mistake_is_named(lesson, exercise, mistake, context):
+    with pytest.raises(exercises.ExerciseFailed) as info:
+        exercise.check(mistake.fn, *context(exercise.needs))
+    assert mistake.message in str(info.value)
+
+
+@pytest.mark.parametrize("lesson,exercise", ALL, ids=lambda x: _id(x) if not isinstance(x, str) else x)
+def test_unattempted_exercise_raises_not_implemented(lesson, exercise, context):
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    with pytest.raises(NotImplementedError):
+        exercise.check(stub, *context(exercise.needs))
+
+
+@pytest.mark.parametrize("lesson,exercise", ALL, ids=lambda x: _id(x) if not isinstance(x, str) else x)
+def test_a_crash_names_the_case_and_a_wrong_type_says_what_was_expected(lesson, exercise, context):
+    def crash(*args, **kwargs):
+        raise KeyError("oops")
+
+    with pytest.raises(exercises.ExerciseFailed, match=r"raised KeyError on .+: 'oops'"):
+        exercise.check(crash, *context(exercise.needs))
+    with pytest.raises(exercises.ExerciseFailed, match=r"the result is a str; expected"):
+        exercise.check(lambda *a, **k: "nothing", *context(exercise.needs))
+
+
+def test_messages_never_show_the_solution_source():
+    import inspect
+
+    for _, e in ALL:
+        body = inspect.getsource(e.solution).split("\n", 1)[1].strip()
+        for m in e.mistakes:
+            assert body not in m.message
+
+
+def test_check_rejects_a_non_function_and_spots_input_changed_in_place():
+    with pytest.raises(exercises.ExerciseFailed, match="Pass your function itself"):
+        exercises.check_explained_variance(0.5)
+
+    def in_place(x, x_hat, about="mean"):
+        x -= x.mean(0)
+        return 1 - ((x - x_hat + x.mean(0)) ** 2).sum().item() / (x**2).sum().item()
+
+    with pytest.raises(exercises.ExerciseFailed, match="changed its input in place"):
+        exercises.check_explained_variance(in_place)
+
+
+def test_difference_reports_in_plain_words():
+    d = core.difference
+    assert d(0.5, 0.5) is None and d(torch.tensor(0.5), 0.5) is None
+    assert (
+        d(torch.ones(3), 1.0)
+        == "the result is a tensor of shape (3,); expected a single number (a Python float or int)."
+    )
+    assert d(float("nan"), 1.0).startswith("the result is nan")
+    assert d(torch.ones(2, 3), torch.ones(3, 2)) == "the result has shape (2, 3); expected (3, 2)."
+    msg = d(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.5, 3.0]))
+    assert "largest difference is 0.5, at index (1,) (got 2, expected 2.5)" in msg
+    assert d([(0, 1)], [(0, 2)]) == "item 1 of item 0 of the result is 1; expected 2."
+    assert (
+        d({4: torch.ones(2)}, {4: torch.ones(2), 8: torch.ones(2)})
+        == "the result has keys [4]; expected [4, 8]."
+    )
+    assert d(torch.tensor([1, 2]), torch.tensor([1, 3])).endswith("at 1 of 2 entries.")
