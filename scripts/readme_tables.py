@@ -1,5 +1,6 @@
 """Write README.md's generated parts: the mini release's table (from saehelpers/data/mini/release.json)
-and the notebook map (from each notebook's title and time line, with Colab and Binder links).
+and the notebook map (from each notebook's title and time line, with Colab and Binder links to the
+lesson and to its exercise version in exercises/).
 
 Run after `scripts/build_mini_release.py` or after adding a notebook; tests check the README is in step.
 """
@@ -54,14 +55,22 @@ def notebook_row(path: Path) -> str:
     first = "".join(first) if isinstance(first, list) else first
     title = first.splitlines()[0].lstrip("# ").split("·", 1)[-1].strip()
     time = re.search(r"\*\*Time:\*\* ([^.]+)\.", first)
-    rel = f"notebooks/{path.name}"
+    rel, ex = f"notebooks/{path.name}", f"exercises/{path.name}"
+    exercises = f"[exercises]({ex}): {_links(ex)}" if (path.parents[1] / ex).exists() else "-"
+    return f"| [{path.stem}]({rel}) | {title} | {time.group(1) if time else ''} | {_links(rel)} | {exercises} |"
+
+
+def _links(rel: str) -> str:
     colab = f"https://colab.research.google.com/github/{GH}/blob/main/{rel}"
     binder = f"https://mybinder.org/v2/gh/{GH}/main?labpath={rel}"
-    return f"| [{path.stem}]({rel}) | {title} | {time.group(1) if time else ''} | [Colab]({colab}) · [Binder]({binder}) |"
+    return f"[Colab]({colab}) · [Binder]({binder})"
 
 
 def notebook_map(root: Path = ROOT) -> str:
-    lines = ["| notebook | what you learn | time | open |", "|---|---|---|---|"]
+    lines = [
+        "| notebook | what you learn | time | open | with exercises to write |",
+        "|---|---|---|---|---|",
+    ]
     lines += [notebook_row(p) for p in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
     return "\n".join(lines)
 

@@ -40,6 +40,12 @@ def needed_layers() -> list[int]:
     return sorted({*get_budget(rel).sweep_layers, rel.layers[n // 2], rel.layers[n * 3 // 4], rel.layers[0]})
 
 
+def real_shape_env(root: Path, dtype: str | None = None) -> dict[str, str]:
+    """The environment a kernel needs to run a notebook on the fake hub at `root`, at the smoke size."""
+    env = fakehub.hub_env(root) | {"SAEHELPERS_PRESET": REAL, SMOKE_ENV: "1", TEXT_ENV: "mini"}
+    return env | ({"SAEHELPERS_DTYPE": dtype} if dtype else {})
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", type=Path, help="notebooks (default: all numbered ones)")
@@ -48,12 +54,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     paths = args.paths or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     root = fakehub.build_fake_hub(sae_layers=needed_layers(), verbose=not args.json)
-    # The kernels inherit this process's environment.
-    os.environ.update(fakehub.hub_env(root))
-    os.environ.update({"SAEHELPERS_PRESET": REAL, SMOKE_ENV: "1", TEXT_ENV: "mini"})
     bad = 0
     for dtype in args.dtypes:
-        os.environ["SAEHELPERS_DTYPE"] = dtype
+        os.environ.update(real_shape_env(root, dtype))  # the kernels inherit this process's environment
         for p in paths:
             r = run(p, timeout=CELL_TIMEOUT, save=False)
             bad += not r.ok

@@ -318,3 +318,27 @@ def test_saehelpers_missing_layer_message(helpers):
     err = helpers["missing_layer"]
     assert err is not None and err["cause"] == "LocalEntryNotFoundError"
     assert f"blocks.{MISSING_LAYER}.hook_resid_post" in err["message"]
+
+
+# The CI-sized run of whole notebooks on the real code path: the two that need only layer LAYER's
+# SAE, at the smoke size, in the dtype a learner's machine picks. `python scripts/run_real_shape.py`
+# runs all seven (benchmarks/results.md has its latest result).
+REAL_SHAPE_NOTEBOOKS = ["00_quickstart.ipynb", "02_exploring_features.ipynb"]
+
+
+@pytest.mark.parametrize("name", REAL_SHAPE_NOTEBOOKS)
+def test_notebook_runs_on_the_real_shape(name, fake_hub, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "run_real_shape", REPO_ROOT / "scripts" / "run_real_shape.py"
+    )
+    real_shape = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(real_shape)
+    assert LAYER in real_shape.needed_layers()
+    for key, value in real_shape.real_shape_env(fake_hub).items():  # the kernel inherits these
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    result = real_shape.run(REPO_ROOT / "notebooks" / name, timeout=real_shape.CELL_TIMEOUT, save=False)
+    assert result.ok, result.errors + result.stderr
+    assert len(result.cell_seconds) == len(json.loads((REPO_ROOT / "notebooks" / name).read_text())["cells"])
