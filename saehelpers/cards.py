@@ -54,11 +54,11 @@ def neighbours(sae, feature: int, n: int = 8) -> pd.DataFrame:
     """The n features whose decoder directions point most nearly the same way (cosine similarity)."""
     feature = check_feature(feature, sae.cfg.d_sae)
     n = check_int(n, "n", 1, sae.cfg.d_sae - 1, hint="n is how many neighbours to list.")
-    W = sae.W_dec.detach().float().cpu()
+    W = sae.W_dec.detach().float()  # on the SAE's device: only the top n come to the CPU
     cos = W @ W[feature] / (W.norm(dim=1) * W[feature].norm()).clamp_min(1e-8)
     cos[feature] = -torch.inf  # not its own neighbour
-    top = cos.topk(min(n, len(cos) - 1))
-    return pd.DataFrame({"feature": top.indices.numpy(), "cosine": top.values.numpy()})
+    values, indices = (t.cpu() for t in cos.topk(min(n, len(cos) - 1)))
+    return pd.DataFrame({"feature": indices.numpy(), "cosine": values.numpy()})
 
 
 @dataclass

@@ -270,6 +270,18 @@ def _add_batch(feats, ids, keep, seq, n0, edges, sums, hist, key, value, index, 
 # ---------------------------------------------------------------- streaming statistics
 
 
+def _dense_on_cpu(feats: torch.Tensor, sparse: bool | None = None) -> torch.Tensor:
+    """feats [tokens, d_sae] as a contiguous float32 CPU tensor. From a GPU (sparse, the default there)
+    only the nonzero entries, about k per token, cross over: not the dense block (2048 tokens x 32768
+    latents = 268 MB a batch)."""
+    if not (feats.device.type != "cpu" if sparse is None else sparse):
+        return feats.to(torch.float32).contiguous()
+    rows, cols = feats.nonzero(as_tuple=True)
+    out = torch.zeros(feats.shape, dtype=torch.float32)
+    out[rows.cpu(), cols.cpu()] = feats[rows, cols].to(torch.float32).cpu()
+    return out
+
+
 class FeatureStats:
     """Statistics of every latent of one SAE over a stream of tokens, in memory O(d_sae x k).
 
@@ -308,7 +320,7 @@ class FeatureStats:
             raise ValueError(
                 f"keep must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(keep.shape)}."
             )
-        feats = feats.detach().to("cpu", torch.float32).reshape(-1, d).contiguous()
+        feats = _dense_on_cpu(feats.detach().reshape(-1, d))
         ids = input_ids.to("cpu", torch.long).reshape(-1).contiguous()
         keep = keep.to("cpu", torch.bool).reshape(-1).contiguous()
         ex = self.examples

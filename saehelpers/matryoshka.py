@@ -268,14 +268,17 @@ def hierarchy(
     parents = _check_parents(release, parents)
 
     # Firing counts: fires[c] = #tokens where c fires, joint[i, c] = #tokens where parents[i] and c fire.
-    n, fires, joint = 0, torch.zeros(release.d_sae, dtype=torch.float64), 0
+    # Counted where the activations are (a chunk's float32 counts are exact), summed in float64 there, and
+    # copied to the CPU once: no [parents, d_sae] copy per chunk on the GPU path.
+    n, fires, joint = 0, 0, 0
     for chunk in _batches(feature_acts, release.d_sae, batch_size):
         on = (chunk != 0).float()
         n += len(on)
-        fires += on.sum(0).cpu().double()
-        joint = joint + (on[:, parents].T @ on).cpu().double()
+        fires = fires + on.sum(0).double()
+        joint = joint + (on[:, parents].T @ on).double()
     if n == 0:
         raise ValueError("No activations given: feature_acts is empty.")
+    fires, joint = fires.cpu(), joint.cpu()
 
     W = sae.W_dec.detach().float()
     norms = W.norm(dim=1).clamp_min(1e-8)

@@ -312,12 +312,12 @@ def max_activation(model, tokenizer, sae, texts) -> torch.Tensor:
     """Each feature's largest activation [d_sae] over the tokens of `texts` (BOS left out), e.g. where it is at home."""
     layer = layer_of(sae, model)
     texts = check_texts(texts)
-    best = torch.zeros(sae.cfg.d_sae)
+    best = torch.zeros(sae.cfg.d_sae, device=sae.device)  # on the SAE's device until the end
     for text in texts:
         ids = tokenizer(text, return_tensors="pt").input_ids.to(model.device)
         x = hooks.resid_post(model, ids, [layer])[layer][0, 1:]
-        best = torch.maximum(best, sae.encode(x.to(sae.device, sae.dtype)).float().amax(0).cpu())
-    return best
+        best = torch.maximum(best, sae.encode(x.to(sae.device, sae.dtype)).float().amax(0))
+    return best.cpu()
 
 
 __all__ = [
