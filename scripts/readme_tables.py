@@ -57,7 +57,9 @@ def notebook_row(path: Path) -> str:
     time = re.search(r"\*\*Time:\*\* ([^.]+)\.", first)
     rel, ex = f"notebooks/{path.name}", f"exercises/{path.name}"
     exercises = f"[exercises]({ex}): {_links(ex)}" if (path.parents[1] / ex).exists() else "-"
-    return f"| [{path.stem}]({rel}) | {title} | {time.group(1) if time else ''} | {_links(rel)} | {exercises} |"
+    return (
+        f"| [{path.stem}]({rel}) | {title} | {time.group(1) if time else ''} | {_links(rel)} | {exercises} |"
+    )
 
 
 def _links(rel: str) -> str:
