@@ -96,6 +96,10 @@ def expected(paths=None) -> dict[Path, str]:
     }
 
 
+def _show(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", type=Path, help="solution notebooks (default: all lessons)")
@@ -108,9 +112,9 @@ def main(argv=None) -> int:
         stale = [p for p, text in want.items() if not p.exists() or p.read_text() != text]
         extra = [] if args.paths else sorted(set(EXERCISES.glob("*.ipynb")) - set(want))
         for p in stale:
-            print(f"out of step: {p.relative_to(ROOT)}", file=sys.stderr)
+            print(f"out of step: {_show(p)}", file=sys.stderr)
         for p in extra:
-            print(f"no solution notebook for: {p.relative_to(ROOT)}", file=sys.stderr)
+            print(f"no solution notebook for: {_show(p)}", file=sys.stderr)
         if stale or extra:
             print("run: python scripts/make_exercises.py", file=sys.stderr)
             return 1
@@ -119,7 +123,7 @@ def main(argv=None) -> int:
     EXERCISES.mkdir(exist_ok=True)
     for p, text in want.items():
         p.write_text(text)
-        print(f"wrote {p.relative_to(ROOT)}")
+        print(f"wrote {_show(p)}")
     return 0
 
 
