@@ -122,3 +122,18 @@ def test_difference_reports_in_plain_words():
         == "the result has keys [4]; expected [4, 8]."
     )
     assert d(torch.tensor([1, 2]), torch.tensor([1, 3])).endswith("at 1 of 2 entries.")
+
+
+def test_a_case_may_carry_its_own_tolerance(capsys):
+    def reference(x):
+        return x * 2
+
+    def close(x):
+        return x * 2 + 0.01
+
+    tight = [core.Case("tight", (torch.ones(3),))]
+    loose = [core.Case("loose", (torch.ones(3),), atol=0.05)]
+    with pytest.raises(exercises.ExerciseFailed, match="on tight: the result differs"):
+        core.check("double", close, reference, tight)
+    assert core.check("double", close, reference, loose) == 1
+    assert capsys.readouterr().out == "✓ double: all 1 checks pass.\n"

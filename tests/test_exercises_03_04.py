@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from saehelpers import ablation, exercises, get_release, hooks, load_sae, steering
-from saehelpers.exercises import lesson03, lesson04
+from saehelpers.exercises import core, lesson03, lesson04
 
 
 def notebook_sae(dtype):
@@ -86,7 +86,7 @@ def test_mistakes_are_named_in_both_dtypes_on_the_notebook_sae_alone(sae, check,
     cases = cases_of[check](sae, False)
     for m in mistakes:
         with pytest.raises(exercises.ExerciseFailed) as info, torch.no_grad():
-            _quiet(lesson03.check_cases, "x", m.fn, reference, cases, mistakes)
+            _quiet(core.check, "x", m.fn, reference, cases, mistakes)
         assert m.message in str(info.value), m.name
 
 

@@ -20,11 +20,14 @@ class ExerciseFailed(AssertionError):
 
 @dataclass
 class Case:
-    """One call: the arguments, and how to name the case in a message."""
+    """One call: the arguments, how to name the case in a message, and optionally its own tolerance
+    (e.g. looser for a bfloat16 SAE, where rounding grows with the size of the activations)."""
 
     label: str
     args: tuple
     kwargs: dict = field(default_factory=dict)
+    rtol: float | None = None
+    atol: float | None = None
 
 
 @dataclass
@@ -165,10 +168,13 @@ def check(
 ) -> int:
     """Run `fn` on every case against `reference`. Raises ExerciseFailed on the first wrong case, naming
     the mistake when `fn`'s output matches a known wrong version's; prints a line and returns the
-    number of cases when all pass."""
+    number of cases when all pass. A case's own rtol / atol, when set, replace the ones given here."""
     if not callable(fn):
         raise ExerciseFailed(f"Pass your function itself, e.g. check(my_fn), not {_kind(fn)}.")
+    default = (rtol, atol)
     for case in cases:
+        rtol = default[0] if case.rtol is None else case.rtol
+        atol = default[1] if case.atol is None else case.atol
         got = call(fn, case, name)
         want = reference(*_clone(case.args), **_clone(case.kwargs))
         problem = difference(got, want, rtol, atol)

@@ -67,15 +67,6 @@ def tolerances(sae, x: torch.Tensor) -> tuple[float, float]:
     return 2e-2, 2e-2 * x.detach().float().abs().flatten().quantile(0.99).item()
 
 
-def check_cases(name: str, fn, reference, cases, mistakes) -> int:
-    """`check` on (case, rtol, atol) triples, each case with its own tolerance; one line when all pass."""
-    n = 0
-    for case, rtol, atol in cases:
-        n += check(name, fn, reference, [case], mistakes, rtol=rtol, atol=atol, quiet=True)
-    print(f"✓ {name}: all {n} checks pass.")
-    return n
-
-
 # ---------------------------------------------------------------- 03.1 steering at chosen positions
 
 
@@ -205,7 +196,7 @@ CLAMP_MISTAKES = (
 )
 
 
-def _clamp_cases(sae, toy: bool) -> list[tuple[Case, float, float]]:
+def _clamp_cases(sae, toy: bool) -> list[Case]:
     cases = []
     shapes = [(2, 4), (1, 6)] if toy else [(2, 3)]
     for seed, shape in enumerate(shapes):
@@ -219,7 +210,8 @@ def _clamp_cases(sae, toy: bool) -> list[tuple[Case, float, float]]:
                 f"{where}, {shape[0]} rows x {shape[1]} tokens, feature {f} (on at {on} of "
                 f"{shape[0] * shape[1]} tokens), value={value}"
             )
-            cases.append((Case(label, (x, sae, f, value)), *tolerances(sae, x)))
+            rtol, atol = tolerances(sae, x)
+            cases.append(Case(label, (x, sae, f, value), rtol=rtol, atol=atol))
     return cases
 
 
@@ -228,7 +220,7 @@ def check_clamp_resid(fn, sae) -> int:
     through the SAE: resid + (value - a) * d, a the feature's activation there, d its decoder row."""
     cases = _clamp_cases(toy_sae(), True) + _clamp_cases(sae, False)
     with torch.no_grad():
-        return check_cases("clamp_resid", fn, _clamp, cases, CLAMP_MISTAKES)
+        return check("clamp_resid", fn, _clamp, cases, CLAMP_MISTAKES)
 
 
 EXERCISES = [

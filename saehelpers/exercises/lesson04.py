@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .core import Case, Exercise, Mistake, check, generator
-from .lesson03 import active_features, check_cases, sae_inputs, tolerances, toy_sae
+from .lesson03 import active_features, sae_inputs, tolerances, toy_sae
 
 # ---------------------------------------------------------------- 04.1 zero ablation, error term kept
 
@@ -63,7 +63,7 @@ ABLATE_MISTAKES = (
 )
 
 
-def _ablate_cases(sae, toy: bool) -> list[tuple[Case, float, float]]:
+def _ablate_cases(sae, toy: bool) -> list[Case]:
     cases = []
     shapes = [(2, 4), (1, 6)] if toy else [(2, 3)]
     for seed, shape in enumerate(shapes):
@@ -72,7 +72,8 @@ def _ablate_cases(sae, toy: bool) -> list[tuple[Case, float, float]]:
         where = "toy SAE (d_in 8, d_sae 16)" if toy else f"your SAE (d_in {sae.cfg.d_in})"
         for features in ([found[0], found[2]], found) if seed == 0 else ([found[1]],):
             label = f"{where}, {shape[0]} rows x {shape[1]} tokens, features={features}"
-            cases.append((Case(label, (x, sae, features)), *tolerances(sae, x)))
+            rtol, atol = tolerances(sae, x)
+            cases.append(Case(label, (x, sae, features), rtol=rtol, atol=atol))
     return cases
 
 
@@ -81,7 +82,7 @@ def check_ablate_resid(fn, sae) -> int:
     error term and every other feature kept: resid - sum over f in features of a_f * d_f."""
     cases = _ablate_cases(toy_sae(), True) + _ablate_cases(sae, False)
     with torch.no_grad():
-        return check_cases("ablate_resid", fn, _ablate, cases, ABLATE_MISTAKES)
+        return check("ablate_resid", fn, _ablate, cases, ABLATE_MISTAKES)
 
 
 # ---------------------------------------------------------------- 04.2 attribution patching
