@@ -90,9 +90,9 @@ def test_01_decoder_rows_are_not_unit_norm_and_grow_with_the_residual_scale(mini
 
 
 def test_01_ev_best_at_first_layer_and_delta_loss_does_not_follow_it(mini):
-    """01: EV "highest at the first SAE layer, every later one keeps less"; delta loss "does not mirror EV"
-    (the best-EV layer is not the cheapest to splice); CE recovered high at every layer while delta loss is
-    positive at every layer and large at some; about-zero EV above about-the-mean EV."""
+    """01: EV "highest at the first SAE layer, every later one keeps less"; delta loss need not mirror EV: it
+    "zigzags from layer to layer" and the best-EV layer is not the cheapest to splice; CE recovered high at every
+    layer while delta loss is positive at every layer and large at some; about-zero EV above about-the-mean EV."""
     from saehelpers.metrics import EVAccumulator, ce_loss_recovered
 
     model, tok = mini
@@ -126,6 +126,8 @@ def test_01_ev_best_at_first_layer_and_delta_loss_does_not_follow_it(mini):
     first = rel.layers[0]
     assert all(ev[first] > ev[layer] for layer in rel.layers[1:])
     assert min(delta, key=delta.get) != max(ev, key=ev.get)
+    steps = [delta[b] - delta[a] for a, b in zip(rel.layers, rel.layers[1:])]
+    assert all(s * t < 0 for s, t in zip(steps, steps[1:]))  # "it zigzags from layer to layer"
     assert all(recovered[layer] > 0.9 and delta[layer] > 0 for layer in rel.layers), (recovered, delta)
     assert max(delta.values()) > 0.5
 
@@ -136,6 +138,47 @@ def test_01_card_ev_falls_at_every_step_from_the_middle_layers():
 
     tail = card[len(card) // 2 :]
     assert all(a > b for a, b in zip(tail, tail[1:]))
+
+
+def test_01_sweep_sample_ev_out_of_depth_order_l0_far_around_k_and_busy_tokens_not_costlier(mini):
+    """01, on the sweep's sample: EV keeps less at every later layer "but not in order of depth"; L0 on a token runs
+    "from a handful up to about three times k"; the loss of the prediction made at a token does not rise with its L0
+    (rank correlation at most about zero at every layer), "though at some layers the tokens that were themselves hard
+    to predict do use more latents"."""
+    import pandas as pd
+
+    model, tok = mini
+    rel = get_release("mini")
+    batches = _heldout(tok, n_batches=2, batch_size=4, seq_len=64)  # the notebook's sample
+    ev, l0s, rho_at, rho_of = {}, [], {}, {}
+    for layer in rel.layers:
+        sae = saehelpers.load_sae(layer, "mini")
+        # at: (L0 at t, loss of the prediction made at t); of: (L0 at t, loss of predicting t)
+        xs, at, of = [], [], []
+        for batch in batches:
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            keep = saehelpers.metrics.token_mask(ids, mask, tok.bos_token_id)
+            with torch.no_grad(), hooks.capture(model, [layer]) as cap:
+                logits = model(input_ids=ids, attention_mask=mask).logits.float()
+                l0 = (sae.encode(cap[layer]) != 0).sum(-1).float()
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].mT, ids[:, 1:], reduction="none")
+            pair = keep[:, :-1] & keep[:, 1:]
+            at.append(torch.stack([l0[:, :-1][pair], nll[pair]], 1))
+            of.append(torch.stack([l0[:, 1:][pair], nll[pair]], 1))
+            xs.append(cap[layer][keep])
+            l0s.append(l0[keep])
+        x = torch.cat(xs)
+        with torch.no_grad():
+            ev[layer] = explained_variance(x, sae.decode(sae.encode(x)))
+        for rho, pairs in ((rho_at, at), (rho_of, of)):
+            v = pd.DataFrame(torch.cat(pairs).numpy())
+            rho[layer] = v[0].corr(v[1], method="spearman")
+    evs = [ev[layer] for layer in rel.layers]
+    assert evs[0] == max(evs) and evs != sorted(evs, reverse=True)
+    l0 = torch.cat(l0s)
+    assert l0.min() <= rel.k / 4 and 2.5 * rel.k < l0.max() < 3.5 * rel.k
+    assert all(r < 0.05 for r in rho_at.values()), rho_at
+    assert max(rho_of.values()) > 0.3, rho_of
 
 
 def test_01_dead_fraction_falls_with_more_tokens_and_two_samples_disagree(mini):
@@ -222,6 +265,7 @@ def test_06_matryoshka_avoids_absorption_only_for_first_group_parents(toy06):
     assert nested.absorption.mean() < plain.absorption.mean()
     first, later = nested[nested.group == 0], nested[nested.group > 0]
     assert len(first) >= 1 and (first.absorption < 0.02).all() and (first.cosine < 0.98).all()
+    assert len(later) >= 1  # the seeded run shows both cases
     assert (plain.absorption > 0.1).any()  # "some parent latents stay silent"
     for p in first.index:
         if plain.absorption[p] > 0.1:
@@ -328,6 +372,48 @@ def test_04_attribution_ranks_worse_at_the_earliest_layer_and_size_does_not_pred
     assert rhos[rel.layers[0]] < rhos[layer]
 
 
+def test_04_candidates_broad_and_narrow_and_the_first_groups_fire_more(task04):
+    """04: among the candidates "some are active on several kinds of prompt, others on one kind only", and "every
+    candidate of the first two groups fires on a larger share of held-out tokens than any of the later groups"."""
+    from saehelpers import features
+
+    model, tok, rel, task, layer, sae = task04
+    # the notebook's statistics (budget.edit_tokens)
+    stats = features.feature_stats(model, tok, sae, "mini", n_tokens=2048)
+    with torch.no_grad(), hooks.capture(model, [layer]) as acts:
+        task.run(model)
+    a = sae.encode(acts[layer].to(sae.dtype))
+    at_last = a[torch.arange(len(ITEMS_04)), task.last]
+    candidates = at_last.sum(0).topk(6).indices.tolist()
+    # active on each kind of prompt: cities, brackets, numbers (two prompts each)
+    kinds = torch.stack([(at_last[i : i + 2, candidates] > 0).any(0) for i in (0, 2, 4)])
+    n_kinds = kinds.sum(0)
+    assert (n_kinds >= 2).any() and (n_kinds == 1).any()
+    freq = {f: stats.frequency[f].item() for f in candidates}
+    early = [freq[f] for f in candidates if rel.group_of(f) <= 1]
+    later = [freq[f] for f in candidates if rel.group_of(f) > 1]
+    assert early and later and min(early) > max(later)
+
+
+def test_04_smaller_prefix_raises_the_loss_and_lowers_m_at_every_step(task04):
+    """04: "as the prefix shrinks both loss lines rise, and m falls" (error term kept and dropped), on the notebook's
+    held-out batch."""
+    from saehelpers import ablation
+    from saehelpers.text import token_batches
+
+    model, tok, rel, task, layer, sae = task04
+    held = next(iter(token_batches(tok, "mini", batch_size=2, seq_len=64, n_batches=1)))
+    scored = saehelpers.metrics.token_mask(held["input_ids"], held["attention_mask"], tok.bos_token_id)
+    for keep_error in (True, False):
+        loss, m = [], []
+        for w in rel.matryoshka_widths:
+            with torch.no_grad(), ablation.ablate_outside(model, sae, rel, w, keep_error=keep_error):
+                loss.append(lm.next_token_loss(model, held["input_ids"], held["attention_mask"], scored))
+                m.append(task.metric(task.run(model)).item())
+        assert all(a > b for a, b in zip(loss, loss[1:])), (keep_error, loss)
+        assert all(a < b for a, b in zip(m, m[1:])), (keep_error, m)
+
+
 # ---------------------------------------------------------------- 03: steering
 
 FRENCH_03 = [  # notebook 03's contrast sets and prompts
@@ -390,13 +476,15 @@ def steer03(mini):
 
 def test_03_sweep_effect_starts_then_breaks_into_repetition_and_the_loss_misses_the_break(steer03):
     """03: "at m <= 0.5 nothing much happens"; "within one step the text turns French and the read-back rises, with
-    the loss"; "past the sweet spot ... distinct words drop, read-back falls, and the loss falls with them"."""
+    the loss"; "past the sweet spot ... distinct words drop ("très très très …"), read-back falls, and the loss falls
+    with them"."""
     s, m_best = steer03["sweep"], steer03["m_best"]
     m_next = MULTIPLES_03[MULTIPLES_03.index(m_best) + 1]
     assert (s.act[s.index <= 0.5] < 0.05).all()
     assert 0.5 < m_best <= 2 and s.act[m_best] > 0.3  # a real effect one or two steps up
     assert s.loss[m_best] > s.loss[0] + 1  # the language switch surprises the unsteered model
     assert s.distinct[m_next] < REPEAT_03 * s.distinct[0]  # the next step is repetitive
+    assert "très très très" in " ".join(steer03["texts"][m_next])
     assert s.act[s.index > m_best].max() < s.act[m_best]  # the read-back falls past the sweet spot
     assert s.loss[s.index > m_best].min() < s.loss[m_best]  # and so does the loss: it cannot find the break
     sweet = " ".join(steer03["texts"][m_best])
@@ -419,21 +507,25 @@ def test_03_push_of_half_a_spread_changes_the_text_and_past_one_it_breaks(steer0
 
 
 def test_03_clamp_matches_add_at_the_sweet_spot_and_breaks_later(steer03):
-    """03: at the sweet spot "clamping costs a little less loss"; "one step further, adding has broken into
-    repetition while clamping still writes more varied text"."""
+    """03: at the sweet spot the added and clamped texts "start alike and part after a few words", and "clamping costs
+    a little less loss"; "one step further, adding has broken into repetition while clamping still writes more varied
+    text"."""
     from saehelpers import steering
 
     model, tok, layer, sae, feature = (steer03[k] for k in ("model", "tok", "layer", "sae", "feature"))
     m_best, max_act = steer03["m_best"], steer03["max_act"]
     m_next = MULTIPLES_03[MULTIPLES_03.index(m_best) + 1]
-    got = {}
+    got, clamped = {}, {}
     for m in (m_best, m_next):
         with steering.clamp(model, sae, feature, m * max_act):
-            texts = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
+            texts = clamped[m] = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
         got[m] = (
             steering.read_back(model, tok, sae, feature, PROMPTS_03, texts)[1],
             steering.distinct_words(texts),
         )
+    added = steer03["texts"][m_best]
+    assert all(a.split()[0] == c.split()[0] for a, c in zip(added, clamped[m_best]))  # start alike
+    assert added != clamped[m_best]  # and part
     s = steer03["sweep"]
     assert got[m_best][0] < s.loss[m_best]
     assert got[m_next][1] > s.distinct[m_next] + 0.05
@@ -466,6 +558,36 @@ def test_03_clamp_holds_the_feature_at_c_where_adding_lifts_it(steer03):
     assert (got["zero"] == 0).all()
 
 
+def test_03_04_the_edited_layer_is_the_topmost_on_mini_and_three_quarters_up_on_the_real_release():
+    """03, 04: the SAE at index len(layers) * 3 // 4 is "the topmost one" on the mini preset and "about three quarters
+    of the way up the model" on the real release."""
+    mini, real = get_release("mini"), get_release("gemma-3-1b")
+    assert mini.layers[len(mini.layers) * 3 // 4] == mini.layers[-1]
+    layer = real.layers[len(real.layers) * 3 // 4]
+    assert 0.65 < layer / real.n_model_layers < 0.8
+
+
+def test_03_residual_norm_is_mostly_the_shared_mean_and_bos_is_far_out(mini):
+    """03: on the mini preset "a few huge dimensions that are nearly the same for every token" make up most of ||x||:
+    the median ||x|| is well above the median spread, and BOS "sits far to the right of every other token"."""
+    from saehelpers.activations import collect_resid
+    from saehelpers.text import token_batches
+
+    model, tok = mini
+    rel = get_release("mini")
+    layer = rel.layers[len(rel.layers) * 3 // 4]
+    held = list(token_batches(tok, "mini", batch_size=4, seq_len=64, n_batches=2))  # the notebook's
+    x = collect_resid(model, held, [layer], progress=False).acts[layer].float()
+    mean = x.mean(0)
+    norm, spread = x.norm(dim=-1), (x - mean).norm(dim=-1)
+    assert norm.median() > 2 * spread.median()
+    sq = mean.pow(2)
+    assert sq.topk(4).values.sum() > 0.9 * sq.sum()  # a few dimensions carry the shared part
+    assert sq.sum() > 0.5 * x.pow(2).sum(-1).mean()  # and it is most of ||x||^2
+    bos = hooks.resid_post(model, held[0]["input_ids"][:1, :1], [layer])[layer].norm()
+    assert bos > 2 * norm.max()
+
+
 def test_03_lower_layers_french_features_write_other_text_than_the_top_layers(steer03):
     """03: only the topmost SAE layer writes French; the lower layers' "French" features read back at their own
     layer, yet the one ruler reads almost nothing (Spanish or fragments); layer 6 breaks the text the most."""
@@ -496,7 +618,8 @@ def test_03_lower_layers_french_features_write_other_text_than_the_top_layers(st
 
 def test_03_coarse_feature_switches_language_broadly_and_the_fine_one_writes_no_french(steer03):
     """03: the first group's French feature fires on a large share of held-out tokens, switches the text to
-    Spanish (its lens) and reads back; the last group's fires on a tiny share and reads back ~0, writing no French."""
+    Spanish (its lens) and reads back; the last group's fires on a tiny share and reads back ~0: it changes the
+    English text but writes no French."""
     from saehelpers import features, steering
 
     model, tok, rel, layer, sae, feature = (
@@ -518,6 +641,7 @@ def test_03_coarse_feature_switches_language_broadly_and_the_fine_one_writes_no_
     assert got[coarse][0] > 0.5 and got[coarse][1] < 0.05
     assert sum(w in got[coarse][2].split() for w in ("el", "es", "la", "de", "para", "un")) >= 3
     assert got[fine][0] < 0.05 and got[fine][1] < 0.05
+    assert got[fine][2] != " ".join(steer03["texts"][0])  # not the unsteered text
 
 
 def test_03_numbers_win_over_french_when_both_are_added(steer03):
