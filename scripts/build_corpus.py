@@ -1,17 +1,20 @@
 """Build the mini preset's offline text corpus (train + held-out) into the user cache.
 
-    python scripts/build_corpus.py            # full corpus -> $SAEHELPERS_CACHE/corpus/v1 (~1 min)
+    python scripts/build_corpus.py            # full corpus -> $SAEHELPERS_CACHE/corpus/v2 (a few minutes)
     python scripts/build_corpus.py --sample   # also rewrite the shipped held-out sample
 
-Sources and licences are listed in `saehelpers.text.SOURCES`. Debian text (Debian Reference,
-fortunes) is read from the installed packages when present, else fetched with `apt-get download`
+Sources and licences are listed in `saehelpers.text.SOURCES`: code (Python, Go, Perl), technical
+prose in 11 languages (Python's docs, the Debian Reference, the Debian Administrator's Handbook),
+manual pages in 8 languages, quotations in 8 languages (fortunes), and project-written dialogues,
+numbers and tables. Debian text is read from the installed packages when present, else fetched with `apt-get download`
 and unpacked with `dpkg -x` into the cache (no root needed). On a machine without apt those
 sources are skipped with a warning and the manifest says so.
 
 The output is deterministic for the same inputs: documents are built in sorted order, long
 sources are capped by a seeded sample, and the train / held-out split is a hash of each
 document's group id (`saehelpers.text.split_of`), so a module, a book section or a run of
-fortunes is never split across train and held-out.
+fortunes is never split across train and held-out. Translations share their group (a handbook page,
+a manual page), so held-out German text is never the translation of a trained English page.
 """
 
 from __future__ import annotations
@@ -29,26 +32,54 @@ import sys
 import sysconfig
 import tempfile
 import unicodedata
+from html.parser import HTMLParser
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from saehelpers.loading import cache_dir  # noqa: E402
 from saehelpers.release import mini_dir  # noqa: E402
-from saehelpers.text import CORPUS_VERSION, SOURCES, corpus_dir, split_of  # noqa: E402
+from saehelpers.text import SOURCES, split_of  # noqa: E402
 
 SEED = 20250101
+# The version this script builds. The shipped release was built from CORPUS_VERSION (what
+# saehelpers reads); the two differ only while a new mini release is being built from a new corpus.
+VERSION = 2
 DOC_CHARS = 2000  # target document size: ~500 tokens, i.e. a few 128-token rows per document
 DEBREF_LANGS = ("en", "de", "fr", "es", "it", "ja")
-# Character caps per source, so that no one source dominates (~11M characters, ~3.5M tokens in all).
+HANDBOOK_LANGS = (
+    "en-US",
+    "fr-FR",
+    "de-DE",
+    "es-ES",
+    "it-IT",
+    "pt-BR",
+    "nl-NL",
+    "pl-PL",
+    "ru-RU",
+    "ja-JP",
+    "zh-CN",
+)
+MAN_LANGS = ("de", "fr", "es", "it", "pl", "ru", "nl", "pt_BR")
+# Character caps per source (per language where it says so), so that no one source dominates:
+# ~21M characters, ~6M tokens in all, of which the mini build trains on the first 3M+.
 CAPS = {
-    "python-stdlib": 2_500_000,
-    "debian-reference": 600_000,  # per language
-    "fortunes-en": 2_400_000,
-    "fortunes-de": 900_000,
-    "fortunes-es": 1_200_000,
-    "fortunes-ru": 700_000,
+    "python-stdlib": 1_800_000,
+    "go-stdlib": 1_200_000,
+    "perl-core": 600_000,
+    "python-docs": 1_800_000,
+    "debian-reference": 400_000,  # per language
+    "debian-handbook": 500_000,  # per language
+    "manpages-l10n": 300_000,  # per language
+    "fortunes-en": 1_500_000,
+    "fortunes-de": 600_000,
+    "fortunes-es": 600_000,
+    "fortunes-ru": 500_000,
+    "fortunes-cs": 400_000,
+    "fortunes-pl": 400_000,
+    "fortunes-zh": 300_000,
 }
 # Learners browse top-activating examples, so the crudest files stay out (and the ASCII pictures).
 FORTUNES_EN_SKIP = {"ascii-art", "ethnic", "men-women", "drugs", "LICENSE.txt"}
@@ -60,12 +91,21 @@ FORTUNES_RU_KEEP = {
     "programming", "success", "sympathy", "time", "truth", "truth_and_lie", "war", "wealth", "work",
 }  # fmt: skip
 SAMPLE_CHARS = 640_000  # raw size of the shipped held-out sample (~200 KB gzipped)
-PACKAGES = [f"debian-reference-{lang}" for lang in DEBREF_LANGS] + [
-    "fortunes",
-    "fortunes-de",
-    "fortunes-es",
-    "fortunes-ru",
-]
+# A file each package installs: its presence says the package is there (installed or unpacked).
+PROBES = {
+    **{
+        f"debian-reference-{lang}": f"usr/share/debian-reference/debian-reference.{lang}.txt.gz"
+        for lang in DEBREF_LANGS
+    },
+    "fortunes": "usr/share/games/fortunes/wisdom",
+    **{f"fortunes-{lang}": f"usr/share/games/fortunes/{lang}" for lang in ("de", "es", "ru", "cs", "pl")},
+    "fortunes-zh": "usr/share/games/fortunes/tang300",
+    "debian-handbook": "usr/share/doc/debian-handbook/html/en-US/apt.html",
+    "python3.11-doc": "usr/share/doc/python3.11/html/_sources/tutorial/index.rst.txt",
+    "golang-1.19-src": "usr/share/go-1.19/src/fmt/print.go",
+    **{f"manpages-{lang.lower().replace('_', '-')}": f"usr/share/man/{lang}/man1" for lang in MAN_LANGS},
+}
+PACKAGES = list(PROBES)
 
 
 # ---------------------------------------------------------------- Debian packages
@@ -73,16 +113,7 @@ PACKAGES = [f"debian-reference-{lang}" for lang in DEBREF_LANGS] + [
 
 def package_root(pkg: str, debs: Path) -> tuple[Path | None, str | None]:
     """Root under which the package's files lie ('/' when installed), and its version."""
-    probe = {
-        **{
-            f"debian-reference-{lang}": f"usr/share/debian-reference/debian-reference.{lang}.txt.gz"
-            for lang in DEBREF_LANGS
-        },
-        "fortunes": "usr/share/games/fortunes/wisdom",
-        "fortunes-de": "usr/share/games/fortunes/de",
-        "fortunes-es": "usr/share/games/fortunes/es",
-        "fortunes-ru": "usr/share/games/fortunes/ru",
-    }[pkg]
+    probe = PROBES[pkg]
     version = None
     try:
         out = subprocess.run(
@@ -497,6 +528,232 @@ def numbers_docs(rng: random.Random, n_docs: int = 700) -> list[dict]:
     return out
 
 
+# ---------------------------------------------------------------- v2 sources
+
+
+class _Blocks(HTMLParser):
+    """Text of an XHTML page's paragraphs, headings, list items and code blocks, in order."""
+
+    KEEP = {"p", "h1", "h2", "h3", "h4", "li", "pre", "td", "th", "dt"}
+    SKIP = {"script", "style", "head"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[str] = []
+        self.depth, self.skip, self.buf, self.pre = 0, 0, [], False
+
+    def handle_starttag(self, tag, attrs):
+        cls = dict(attrs).get("class") or ""
+        if tag in self.SKIP or (
+            tag in ("ul", "div", "p") and ("docnav" in cls or "toc" in cls or cls == "title")
+        ):
+            self.skip += 1
+            self._skip_tag = tag
+        if tag in self.KEEP and not self.skip:
+            self._flush()
+            self.pre = tag == "pre"
+
+    def handle_endtag(self, tag):
+        if self.skip and tag == getattr(self, "_skip_tag", None):
+            self.skip -= 1
+        if tag in self.KEEP and not self.skip:
+            self._flush()
+
+    def handle_data(self, data):
+        if not self.skip:
+            self.buf.append(data)
+
+    def _flush(self):
+        text = "".join(self.buf)
+        self.buf = []
+        text = text.strip("\n") if self.pre else " ".join(text.split())
+        if text.strip():
+            self.blocks.append(text)
+        self.pre = False
+
+
+def handbook_docs(root: Path, lang: str) -> list[dict]:
+    """The Debian Administrator's Handbook, one page per group (a page shares its group across languages)."""
+    out = []
+    for path in sorted((root / "usr/share/doc/debian-handbook/html" / lang).glob("*.html")):
+        if path.name in ("index.html", "ix01.html") or path.name.startswith(("pr", "ap", "go")):
+            continue
+        parser = _Blocks()
+        parser.feed(path.read_text(encoding="utf-8"))
+        # Drop the navigation leftovers: very short blocks that are only links or numbers.
+        blocks = [b for b in parser.blocks if len(b) > 2 and b != "Download the ebook"]
+        if sum(map(len, blocks)) < 500:
+            continue
+        for text in pack(blocks):
+            # Half the translations are partial: untranslated parts are the English original.
+            if lang != "en-US" and english_share(text) > 0.05:
+                continue
+            out.append(
+                doc("debian-handbook", lang.split("-")[0], "prose", f"debian-handbook/{path.stem}", text)
+            )
+    return out
+
+
+ENGLISH = {"the", "and", "of", "that", "with", "this", "which", "are", "you", "be", "from", "can"}
+
+
+def english_share(text: str) -> float:
+    """Share of words that are common English words: ~0.2 in English prose, under 0.02 in a translation."""
+    words = text.lower().split()
+    return sum(w in ENGLISH for w in words) / max(len(words), 1)
+
+
+def python_docs(root: Path) -> list[dict]:
+    """Python's documentation (reStructuredText sources): tutorial, how-tos, library reference."""
+    base = root / "usr/share/doc/python3.11/html/_sources"
+    out = []
+    for path in sorted(base.rglob("*.rst.txt")):
+        rel = path.relative_to(base).as_posix()
+        if rel.startswith(("whatsnew/changelog", "includes/")) or "genindex" in rel:
+            continue
+        text = path.read_text(encoding="utf-8")
+        pars = [p.strip("\n") for p in re.split(r"\n\s*\n", text) if p.strip()]
+        for piece in pack(pars):
+            out.append(doc("python-docs", "en", "prose", f"python-docs/{rel}", piece))
+    return out
+
+
+def man_docs(root: Path, lang: str) -> list[dict]:
+    """Translated manual pages rendered to plain text by man-db (no hyphenation or justification)."""
+    out = []
+    env = {"MANWIDTH": "1000", "LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin"}
+    for path in sorted((root / "usr/share/man" / lang).rglob("*.gz")):
+        got = subprocess.run(
+            ["man", "--nh", "--nj", "-l", str(path)], capture_output=True, env=env, timeout=30, check=False
+        )
+        if got.returncode != 0:
+            continue
+        text = subprocess.run(["col", "-bx"], input=got.stdout, capture_output=True, check=False).stdout
+        lines = [ln.rstrip() for ln in text.decode("utf-8", "replace").splitlines()]
+        lines = [ln[7:] if ln.startswith("       ") else ln for ln in lines[1:-1]]  # header, footer
+        pars = [p.strip("\n") for p in re.split(r"\n\s*\n", "\n".join(lines)) if p.strip()]
+        name = path.name.removesuffix(".gz")
+        for piece in pack(pars):
+            out.append(doc("manpages-l10n", lang.split("_")[0], "manual", f"manpages/{name}", piece))
+    return out
+
+
+def go_docs(root: Path) -> list[dict]:
+    """Go's standard library source, top-level declarations packed per file, grouped per package."""
+    base = root / "usr/share/go-1.19/src"
+    out = []
+    for path in sorted(base.rglob("*.go")):
+        rel = path.relative_to(base)
+        if {"testdata", "vendor", "internal", "cmd"} & set(rel.parts) or path.name.endswith("_test.go"):
+            continue
+        try:
+            src = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        if "Code generated" in src[:500]:
+            continue
+        # Split before each top-level declaration (a line starting with func/type/var/const or a doc comment).
+        blocks = [
+            b.strip("\n")
+            for b in re.split(r"\n(?=(?://[^\n]*\n)*(?:func|type|var|const) )", src)
+            if b.strip()
+        ]
+        for piece in pack(blocks, sep="\n\n"):
+            out.append(
+                doc(
+                    "go-stdlib",
+                    "code-go",
+                    "code",
+                    f"go-stdlib/{rel.parent.as_posix()}",
+                    f"// {rel.as_posix()}\n{piece}",
+                )
+            )
+    return out
+
+
+def perl_docs() -> list[dict]:
+    """Perl's core modules (code with their POD documentation), as installed with perl."""
+    base = Path("/usr/share/perl") / sorted(p.name for p in Path("/usr/share/perl").iterdir())[-1]
+    out = []
+    for path in sorted(base.rglob("*.pm")):
+        rel = path.relative_to(base)
+        if {"unicore", "Unicode"} & set(rel.parts):
+            continue
+        try:
+            src = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        pars = [p.strip("\n") for p in re.split(r"\n\s*\n", src) if p.strip()]
+        for piece in pack(pars):
+            out.append(
+                doc(
+                    "perl-core",
+                    "code-perl",
+                    "code",
+                    f"perl-core/{rel.as_posix()}",
+                    f"# {rel.as_posix()}\n{piece}",
+                )
+            )
+    return out
+
+
+PRODUCTS = [
+    "laptop",
+    "monitor",
+    "keyboard",
+    "mouse",
+    "printer",
+    "router",
+    "headphones",
+    "webcam",
+    "tablet",
+    "charger",
+]
+COUNTRIES = {"France": "Paris", "Japan": "Tokyo", "Kenya": "Nairobi", "Peru": "Lima", "Norway": "Oslo",
+             "Canada": "Ottawa", "India": "New Delhi", "Egypt": "Cairo", "Chile": "Santiago", "Poland": "Warsaw"}  # fmt: skip
+
+
+def tables_docs(rng: random.Random, n_docs: int = 600) -> list[dict]:
+    """Markdown tables, JSON records and key-value listings with consistent numbers."""
+    out = []
+    for i in range(n_docs):
+        parts = []
+        for _ in range(rng.randint(2, 4)):
+            kind = rng.randrange(4)
+            if kind == 0:
+                rows = [
+                    (p, rng.randint(1, 40), round(rng.uniform(5, 1500), 2))
+                    for p in rng.sample(PRODUCTS, rng.randint(3, 7))
+                ]
+                body = "\n".join(f"| {p} | {q} | {u:.2f} | {q * u:.2f} |" for p, q, u in rows)
+                parts.append(f"| product | quantity | unit price | total |\n|---|---:|---:|---:|\n{body}")
+            elif kind == 1:
+                recs = [
+                    {"id": rng.randint(1000, 9999), "country": c, "capital": COUNTRIES[c],
+                     "population_m": round(rng.uniform(1, 300), 1), "visited": rng.random() < 0.5}
+                    for c in rng.sample(sorted(COUNTRIES), rng.randint(2, 4))
+                ]  # fmt: skip
+                parts.append(json.dumps(recs, indent=2))
+            elif kind == 2:
+                year = rng.randint(2010, 2030)
+                vals = [rng.randint(100, 999) for _ in range(4)]
+                lines = [f"Q{q + 1} {year}: {v} units" for q, v in enumerate(vals)]
+                parts.append(
+                    "\n".join(lines)
+                    + f"\nTotal: {sum(vals)} units; best quarter: Q{vals.index(max(vals)) + 1}."
+                )
+            else:
+                keys = rng.sample(
+                    ["name", "version", "port", "timeout", "retries", "user", "path", "debug"], 5
+                )
+                vals = {"name": "server", "version": f"{rng.randint(1, 9)}.{rng.randint(0, 20)}", "port": rng.randint(1024, 65535),
+                        "timeout": rng.randint(1, 120), "retries": rng.randint(0, 9), "user": rng.choice(NAMES["en"]).lower(),
+                        "path": f"/srv/{rng.choice(PRODUCTS)}", "debug": rng.choice(["true", "false"])}  # fmt: skip
+                parts.append("[settings]\n" + "\n".join(f"{k} = {vals[k]}" for k in keys))
+        out.append(doc("project-tables", "en", "tables", f"project-tables/{i // 10}", "\n\n".join(parts)))
+    return out
+
+
 # ---------------------------------------------------------------- build
 
 
@@ -514,53 +771,82 @@ def build(out_dir: Path, write_sample: bool) -> dict:
         u["documents"] += len(new)
         u["characters"] += sum(len(d["text"]) for d in new)
 
-    steps = ["python-stdlib", *[f"debian-reference-{lang}" for lang in DEBREF_LANGS], "fortunes-en"]
-    steps += ["fortunes-de", "fortunes-es", "fortunes-ru", "project"]
+    def package(pkg: str) -> Path | None:
+        root, version = package_root(pkg, debs)
+        if root is None:
+            print(f"WARNING: skipping {pkg}: neither installed nor downloadable", file=sys.stderr)
+        return root, version
+
+    def from_package(source: str, pkg: str, make, note: str = "") -> None:
+        root, version = package(pkg)
+        if root is None:
+            return
+        add(source, make(root), CAPS[source], note)
+        used[source]["packages"][pkg] = version
+
+    fortune_sets = {
+        "fortunes-en": ("fortunes", "", FORTUNES_EN_SKIP, None),
+        "fortunes-de": ("fortunes-de", "de", FORTUNES_DE_SKIP, None),
+        "fortunes-es": ("fortunes-es", "es", (), None),
+        "fortunes-ru": ("fortunes-ru", "ru", (), FORTUNES_RU_KEEP),
+        "fortunes-cs": ("fortunes-cs", "cs", (), None),
+        "fortunes-pl": ("fortunes-pl", "pl", (), None),
+        "fortunes-zh": ("fortunes-zh", "", (), {"chinese", "tang300", "song100"}),
+    }
+    steps = ["code", "python-docs", "debian-reference", "debian-handbook", "manpages", "fortunes", "project"]
     for step in tqdm(steps, desc="corpus sources"):
-        if step == "python-stdlib":
+        if step == "code":
             add("python-stdlib", python_stdlib_docs(), CAPS["python-stdlib"])
             used["python-stdlib"]["packages"]["python"] = sys.version.split()[0]
-        elif step == "project":
+            add("perl-core", perl_docs(), CAPS["perl-core"])
+            used["perl-core"]["packages"]["perl"] = sorted(p.name for p in Path("/usr/share/perl").iterdir())[
+                -1
+            ]
+            from_package("go-stdlib", "golang-1.19-src", go_docs)
+        elif step == "python-docs":
+            from_package("python-docs", "python3.11-doc", python_docs)
+        elif step == "debian-reference":
+            for lang in DEBREF_LANGS:
+                from_package(
+                    step,
+                    f"debian-reference-{lang}",
+                    lambda r, lang=lang: debian_reference_docs(r, lang),
+                    lang,
+                )
+        elif step == "debian-handbook":
+            for lang in HANDBOOK_LANGS:
+                from_package(step, "debian-handbook", lambda r, lang=lang: handbook_docs(r, lang), lang)
+        elif step == "manpages":
+            for lang in MAN_LANGS:
+                pkg = f"manpages-{lang.lower().replace('_', '-')}"
+                from_package("manpages-l10n", pkg, lambda r, lang=lang: man_docs(r, lang), lang)
+        elif step == "fortunes":
+            for source, (pkg, sub, skip, keep) in fortune_sets.items():
+                lang = source.split("-")[1]
+                from_package(
+                    source,
+                    pkg,
+                    lambda r, sub=sub, skip=skip, keep=keep, source=source, lang=lang: fortune_docs(
+                        fortune_files(r, sub, skip, keep), source, lang
+                    ),
+                )
+        else:
             add("project-numbers", numbers_docs(rng), None)
             add("project-dialogue", dialogue_docs(rng), None)
-        else:
-            pkg = "fortunes" if step == "fortunes-en" else step
-            source = "debian-reference" if step.startswith("debian-reference") else step
-            root, version = package_root(pkg, debs)
-            if root is None:
-                print(
-                    f"WARNING: skipping {step}: package {pkg} is neither installed nor downloadable",
-                    file=sys.stderr,
-                )
-                continue
-            if source == "debian-reference":
-                lang = step.rsplit("-", 1)[1]
-                add(source, debian_reference_docs(root, lang), CAPS[source], lang)
-            elif step == "fortunes-en":
-                add(
-                    source,
-                    fortune_docs(fortune_files(root, "", FORTUNES_EN_SKIP), source, "en"),
-                    CAPS[source],
-                )
-            else:
-                lang = step.split("-")[1]
-                files = fortune_files(
-                    root,
-                    lang,
-                    FORTUNES_DE_SKIP if lang == "de" else (),
-                    FORTUNES_RU_KEEP if lang == "ru" else None,
-                )
-                add(source, fortune_docs(files, source, lang), CAPS[source])
-            used[source]["packages"][pkg] = version
+            add("project-tables", tables_docs(rng), None)
 
     for i, d in enumerate(docs):
         d["id"] = f"{d['group']}#{i}"
     splits = {"train": [], "heldout": []}
     for d in docs:
         splits[split_of(d["group"])].append(d)
-    # Interleave sources within each split (seeded), so any prefix of a split is a fair mix.
+    # Interleave sources within each split (seeded), so any prefix of a split is a fair mix. The
+    # training split keeps the sources' natural proportions (mostly prose and code); the held-out split
+    # takes one document of each kind in turn, so its first rows weigh dialogue, numbers, tables,
+    # quotes and manuals as much as prose and code, which training does not.
     for name in splits:
         random.Random(f"{SEED}/{name}").shuffle(splits[name])
+    splits["heldout"] = round_robin(splits["heldout"], key="kind")
 
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -568,9 +854,10 @@ def build(out_dir: Path, write_sample: bool) -> dict:
     for name, rows in splits.items():
         write_jsonl_gz(tmp / f"{name}.jsonl.gz", rows)
     manifest = {
-        "version": CORPUS_VERSION,
+        "version": VERSION,
         "seed": SEED,
         "heldout_rule": "sha256(group) % 100 < 5 -> heldout",
+        "heldout_order": "one document of each kind in turn (seeded order within a kind)",
         "splits": {
             k: {"documents": len(v), "characters": sum(len(d["text"]) for d in v)} for k, v in splits.items()
         },
@@ -585,6 +872,17 @@ def build(out_dir: Path, write_sample: bool) -> dict:
     if write_sample:
         write_sample_files(splits["heldout"], manifest)
     return manifest
+
+
+def round_robin(docs: list[dict], key: str) -> list[dict]:
+    """One document of each `key` value in turn (sorted values), keeping each value's own order."""
+    by: dict[str, list[dict]] = {}
+    for d in docs:
+        by.setdefault(d[key], []).append(d)
+    out, queues = [], [by[k] for k in sorted(by)]
+    for i in range(max(map(len, queues), default=0)):
+        out.extend(q[i] for q in queues if i < len(q))
+    return out
 
 
 def write_jsonl_gz(path: Path, rows: list[dict]) -> None:
@@ -623,7 +921,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: the user cache)")
     ap.add_argument("--sample", action="store_true", help="also rewrite the shipped held-out sample")
     args = ap.parse_args()
-    out = args.out or corpus_dir()
+    out = args.out or cache_dir() / "corpus" / f"v{VERSION}"
     manifest = build(out, args.sample)
     print(json.dumps(manifest["splits"], indent=1))
     for k, v in manifest["sources"].items():

