@@ -52,6 +52,13 @@ COLAB_NOTE = (
     "`mini` preset."
 )
 
+# Notebooks that load no language model: no GPU, licence or token to ask for.
+NO_MODEL = {"06_toy_hierarchy.ipynb"}
+COLAB_NOTE_NO_MODEL = (
+    "**On Colab:** this notebook loads no language model, so the default CPU runtime is enough and no Hugging Face "
+    "token is needed."
+)
+
 
 def set_setup_cell(path: Path) -> bool:
     """Make the notebook's second cell the setup cell and end its title with COLAB_NOTE; True if the file changed."""
@@ -69,7 +76,8 @@ def set_setup_cell(path: Path) -> bool:
     else:
         cells.insert(1, cell)
     title = "".join(cells[0]["source"]).split("\n\n**On Colab:**")[0].rstrip("\n")
-    cells[0]["source"] = (title + "\n\n" + COLAB_NOTE).splitlines(keepends=True)
+    note = COLAB_NOTE_NO_MODEL if path.name in NO_MODEL else COLAB_NOTE
+    cells[0]["source"] = (title + "\n\n" + note).splitlines(keepends=True)
     if json.dumps(cells) == before:
         return False
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")

@@ -25,6 +25,11 @@ def test_opening_and_closing(path):
     assert cells[0]["cell_type"] == "markdown" and title.startswith(f"# {path.name[:2]} ·")
     assert "You will be able to" in title and "**Time:**" in title and "**Runs on:**" in title
     assert "".join(cells[1]["source"]) == setup_cell.SETUP_CELL, "run `python scripts/setup_cell.py`"
+    # A notebook that loads no model does not send the learner to a GPU runtime and the Gemma licence.
+    note = setup_cell.COLAB_NOTE_NO_MODEL if path.name in setup_cell.NO_MODEL else setup_cell.COLAB_NOTE
+    assert title.endswith("\n\n" + note), "run `python scripts/setup_cell.py`"
+    uses_model = any("load_model(" in "".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert uses_model == (path.name not in setup_cell.NO_MODEL)
     closing = "".join(cells[-1]["source"])
     assert "## What you learned" in closing and "**Next:**" in closing
     assert any("**Try this:**" in "".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
