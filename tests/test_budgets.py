@@ -1,10 +1,12 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from saehelpers import get_release
 from saehelpers.budgets import BUDGETS, SMOKE, SMOKE_ENV, get_budget
+from saehelpers.release import REAL
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -56,3 +58,19 @@ def test_real_shape_run_builds_the_layers_the_notebooks_load(monkeypatch):
 
     monkeypatch.setenv(SMOKE_ENV, "1")  # needed_layers sets it too; monkeypatch restores it afterwards
     assert needed_layers() == [0, 12, 18, 24]
+
+
+def test_full_real_shape_run_uses_the_release_budget_and_every_layer(monkeypatch, tmp_path):
+    """`run_real_shape.py --full`: the kernels get SAEHELPERS_SMOKE=0 (the real budgets), and the fake hub
+    holds all 25 layers, since the sweeps of 01, 03 and 05 then load every one."""
+    import sys
+
+    sys.path.insert(0, str(NOTEBOOKS.parent / "scripts"))
+    from run_real_shape import needed_layers, real_shape_env
+
+    monkeypatch.setenv(SMOKE_ENV, "1")
+    assert needed_layers(full=True) == list(range(25))
+    assert real_shape_env(tmp_path, "float32", full=True)[SMOKE_ENV] == "0"
+    assert real_shape_env(tmp_path, "float32")[SMOKE_ENV] == "1"
+    monkeypatch.setenv(SMOKE_ENV, "0")
+    assert get_budget(REAL) == replace(BUDGETS[REAL], sweep_layers=tuple(range(25)))

@@ -342,3 +342,40 @@ def test_notebook_runs_on_the_real_shape(name, fake_hub, monkeypatch):
     result = real_shape.run(REPO_ROOT / "notebooks" / name, timeout=real_shape.CELL_TIMEOUT, save=False)
     assert result.ok, result.errors + result.stderr
     assert len(result.cell_seconds) == len(json.loads((REPO_ROOT / "notebooks" / name).read_text())["cells"])
+
+
+# The checkers that run on the learner's own SAE, on the real release's shape with random weights (whose
+# encoder does not follow its decoder, so the checkers' inputs must be scaled until features fire):
+# every solution passes and every named mistake is caught, in float32 and in bfloat16.
+SAE_CHECKERS = f"""
+import contextlib, io, json
+from saehelpers.loading import load_sae
+from saehelpers.exercises import LESSONS, ExerciseFailed
+out = {{}}
+for dtype in ("float32", "bfloat16"):
+    sae = load_sae({LAYER}, "gemma-3-1b", device="cpu", dtype=dtype)
+    for exercises in LESSONS.values():
+        for ex in exercises:
+            if ex.needs != ("sae",):
+                continue
+            name = f"{{ex.check.__name__}} {{dtype}}"
+            with contextlib.redirect_stdout(io.StringIO()):
+                ex.check(ex.solution, sae)
+            caught = 0
+            for m in ex.mistakes:
+                try:
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        ex.check(m.fn, sae)
+                except ExerciseFailed as e:
+                    caught += m.message in str(e)
+            out[name] = [caught, len(ex.mistakes)]
+print({RESULT!r} + json.dumps(out))
+"""
+
+
+def test_sae_checkers_on_the_real_shape(fake_hub):
+    got = run_offline(SAE_CHECKERS, fake_hub, timeout=600)
+    names = {"check_encode", "check_clamp_resid", "check_ablate_resid"}
+    assert set(got) == {f"{n} {dt}" for n in names for dt in ("float32", "bfloat16")}
+    for name, (caught, total) in got.items():
+        assert total >= 3 and caught == total, name

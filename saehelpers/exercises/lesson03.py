@@ -53,6 +53,26 @@ def active_features(sae, x: torch.Tensor, n: int) -> list[int]:
     return best.indices.tolist()
 
 
+def mixed_inputs(sae, shape: tuple[int, int], seed: int, n: int) -> tuple[torch.Tensor, list[int]]:
+    """`sae_inputs` and n features that are on at some of its tokens and off at others.
+
+    A trained SAE finds them at once. One whose encoder does not follow its decoder (random weights, as
+    in the fake hub's real-shaped release) fires nowhere on such inputs, so their spread around b_dec is
+    scaled up until n features are mixed."""
+    x = sae_inputs(sae, shape, seed)
+    b_dec = sae.b_dec.detach().to(x.dtype)
+    for scale in (1, 4, 16, 64):
+        xs = x if scale == 1 else b_dec + scale * (x - b_dec)
+        try:
+            return xs, active_features(sae, xs, n)
+        except RuntimeError:
+            continue
+    raise RuntimeError(
+        f"Could not find {n} features of this SAE that are on at some tokens and off at others, even with "
+        "inputs scaled 64x around b_dec: is it an SAE for this model's residual stream?"
+    )
+
+
 def n_on(sae, x: torch.Tensor, feature: int) -> int:
     with torch.no_grad():
         return int((sae.encode(x)[..., feature] > 0).sum())
@@ -200,8 +220,7 @@ def _clamp_cases(sae, toy: bool) -> list[Case]:
     cases = []
     shapes = [(2, 4), (1, 6)] if toy else [(2, 3)]
     for seed, shape in enumerate(shapes):
-        x = sae_inputs(sae, shape, 320 + seed)
-        f = active_features(sae, x, 1)[0]
+        x, (f,) = mixed_inputs(sae, shape, 320 + seed, 1)
         a_max = float(sae.encode(x)[..., f].float().max())
         on = n_on(sae, x, f)
         for value in (round(2 * a_max, 2), 0.0):

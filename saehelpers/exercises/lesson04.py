@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .core import Case, Exercise, Mistake, check, generator
-from .lesson03 import active_features, sae_inputs, tolerances, toy_sae
+from .lesson03 import mixed_inputs, tolerances, toy_sae
 
 # ---------------------------------------------------------------- 04.1 zero ablation, error term kept
 
@@ -67,8 +67,7 @@ def _ablate_cases(sae, toy: bool) -> list[Case]:
     cases = []
     shapes = [(2, 4), (1, 6)] if toy else [(2, 3)]
     for seed, shape in enumerate(shapes):
-        x = sae_inputs(sae, shape, 400 + seed)
-        found = active_features(sae, x, 3)
+        x, found = mixed_inputs(sae, shape, 400 + seed, 3)
         where = "toy SAE (d_in 8, d_sae 16)" if toy else f"your SAE (d_in {sae.cfg.d_in})"
         for features in ([found[0], found[2]], found) if seed == 0 else ([found[1]],):
             label = f"{where}, {shape[0]} rows x {shape[1]} tokens, features={features}"
