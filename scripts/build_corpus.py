@@ -105,7 +105,6 @@ PROBES = {
     "golang-1.19-src": "usr/share/go-1.19/src/fmt/print.go",
     **{f"manpages-{lang.lower().replace('_', '-')}": f"usr/share/man/{lang}/man1" for lang in MAN_LANGS},
 }
-PACKAGES = list(PROBES)
 
 
 # ---------------------------------------------------------------- Debian packages
@@ -620,6 +619,9 @@ def python_docs(root: Path) -> list[dict]:
 
 def man_docs(root: Path, lang: str) -> list[dict]:
     """Translated manual pages rendered to plain text by man-db (no hyphenation or justification)."""
+    if shutil.which("man") is None or shutil.which("col") is None:
+        print("WARNING: skipping manual pages: man-db (man, col) is not installed", file=sys.stderr)
+        return []
     out = []
     env = {"MANWIDTH": "1000", "LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin"}
     for path in sorted((root / "usr/share/man" / lang).rglob("*.gz")):
@@ -771,15 +773,10 @@ def build(out_dir: Path, write_sample: bool) -> dict:
         u["documents"] += len(new)
         u["characters"] += sum(len(d["text"]) for d in new)
 
-    def package(pkg: str) -> Path | None:
+    def from_package(source: str, pkg: str, make, note: str = "") -> None:
         root, version = package_root(pkg, debs)
         if root is None:
             print(f"WARNING: skipping {pkg}: neither installed nor downloadable", file=sys.stderr)
-        return root, version
-
-    def from_package(source: str, pkg: str, make, note: str = "") -> None:
-        root, version = package(pkg)
-        if root is None:
             return
         add(source, make(root), CAPS[source], note)
         used[source]["packages"][pkg] = version
