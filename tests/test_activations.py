@@ -78,6 +78,13 @@ def test_collect_resid_max_tokens_stops_early(mini, batches):
     assert calls == [1]  # the first batch has more than 7 tokens: one forward pass, no more
     assert part.n_tokens == 7 and torch.equal(part.acts[LAYER], full.acts[LAYER][:7])
     assert torch.equal(part.token_ids, full.token_ids[:7])
+    # Across batches, and more asked for than there is: the rows written are exactly the full run's.
+    n = full.n_tokens
+    more = A.collect_resid(model, batches, [2, LAYER], max_tokens=n + 50, progress=False)
+    assert more.n_tokens == n and more.acts[LAYER].shape == full.acts[LAYER].shape
+    assert torch.equal(more.acts[LAYER], full.acts[LAYER])
+    some = A.collect_resid(model, batches, [2, LAYER], max_tokens=n - 3, progress=False)
+    assert torch.equal(some.acts[LAYER], full.acts[LAYER][: n - 3]) and some.acts[2].shape[0] == n - 3
 
 
 def test_collect_resid_bad_input(mini, batches):
