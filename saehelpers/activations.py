@@ -76,6 +76,11 @@ class Activations:
         )
 
 
+# Above this many tokens (a "collect everything" max_tokens) batches are joined at the end instead of
+# copied into a preallocated tensor, which would reserve max_tokens rows up front.
+PREALLOCATE_MAX = 1 << 22
+
+
 @torch.no_grad()
 def collect_resid(
     model,
@@ -114,7 +119,7 @@ def collect_resid(
         r, s = r[:take], s[:take]
         for layer in layers:
             rows_here = resid[layer][r, s]
-            if max_tokens is None:
+            if max_tokens is None or max_tokens > PREALLOCATE_MAX:
                 parts[layer].append(rows_here.to(device=device, dtype=dtype))
                 continue
             if layer not in out:

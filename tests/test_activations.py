@@ -85,6 +85,10 @@ def test_collect_resid_max_tokens_stops_early(mini, batches):
     assert torch.equal(more.acts[LAYER], full.acts[LAYER])
     some = A.collect_resid(model, batches, [2, LAYER], max_tokens=n - 3, progress=False)
     assert torch.equal(some.acts[LAYER], full.acts[LAYER][: n - 3]) and some.acts[2].shape[0] == n - 3
+    huge = A.collect_resid(
+        model, batches, LAYER, max_tokens=10**12, progress=False
+    )  # "all": no 10^12-row tensor
+    assert torch.equal(huge.acts[LAYER], full.acts[LAYER])
 
 
 def test_collect_resid_bad_input(mini, batches):
