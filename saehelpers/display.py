@@ -93,7 +93,9 @@ def tokens_html(tokens, acts, vmax: float | None = None, centre: int | None = No
     spans = (
         token_span(t, a, vmax, i == centre, tip) for i, (t, a, tip) in enumerate(zip(tokens, acts, titles))
     )
-    return '<span style="font-family: monospace; line-height: 1.9">' + "".join(spans) + "</span>"
+    # Each token keeps its spaces (white-space: pre), so the only places a line may break are the
+    # <wbr> between tokens: long contexts wrap at the cell's width instead of running off the side.
+    return '<span style="font-family: monospace; line-height: 1.9">' + "<wbr>".join(spans) + "</span>"
 
 
 def highlight(tokens, acts, vmax: float | None = None, centre: int | None = None):

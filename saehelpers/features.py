@@ -31,7 +31,7 @@ from .loading import cache_dir, check_sae
 from .matryoshka import latent_groups
 from .progress import progress_bar
 from .release import as_release, layer_of
-from .text import text_source, token_batches
+from .text import heldout_id, token_batches
 from .tokens import check_texts, context_strings, text_batches, tokenize
 
 # Activation histogram bins, shared by all latents: 10 per decade from 1e-3 to 1e5, log-spaced because
@@ -458,8 +458,10 @@ def feature_stats(
     n_tokens = check_int(n_tokens, "n_tokens", low=1)
     batch_size, seq_len = check_int(batch_size, "batch_size", low=1), check_int(seq_len, "seq_len", low=2)
     texts = None if texts is None else check_texts(texts)  # a list, so hashing it does not use it up
-    heldout = f"heldout-{text_source(rel.name)}"  # the Pile, or the mini corpus ($SAEHELPERS_TEXT)
-    text_id = heldout if texts is None else hashlib.sha256("\x00".join(texts).encode()).hexdigest()
+    if texts is None:  # the Pile or the mini corpus: a new corpus, or building it, gets a new cache file
+        text_id = heldout_id(rel.name)
+    else:
+        text_id = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
     key = dict(v=CACHE_VERSION, preset=rel.name, layer=layer, text=text_id, n=n_tokens, k=k, before=before,
                after=after, batch=batch_size, seq=seq_len, sae=_fingerprint(sae))  # fmt: skip
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]

@@ -90,11 +90,6 @@ SOURCES = {
         "same licence as saehelpers (written for this project)",
     ),
 }
-TEXT_SOURCE_LINE = (
-    "saehelpers mini corpus: Python stdlib code+docstrings (PSF-2.0), Debian Reference en/de/fr/es/it/ja "
-    "(GPL-2.0+), Debian fortunes en (BSD-3-Clause) / de, es, ru (GPL-2.0), and project-written numbers and "
-    "dialogues; built by scripts/build_corpus.py"
-)
 
 
 def corpus_dir() -> Path:
@@ -186,6 +181,15 @@ def text_source(preset: str) -> str:
     if value not in ("", MINI):
         raise ValueError(f"{TEXT_ENV}={value!r}: set it to 'mini' to read the offline corpus, or unset it.")
     return MINI if value == MINI else check_preset(preset)
+
+
+def heldout_id(preset: str) -> str:
+    """Names the held-out text a preset reads, for cache keys: the Pile, or which mini corpus file
+    (the full corpus of this version, or the sample shipped with the package)."""
+    if text_source(preset) == REAL:
+        return f"heldout-{REAL}"
+    full = (corpus_dir() / "heldout.jsonl.gz").exists()
+    return f"heldout-{MINI}-v{CORPUS_VERSION}-{'corpus' if full else 'sample'}"
 
 
 def iter_texts(preset: str | None = None, split: str = "heldout", limit: int | None = None) -> Iterator[str]:

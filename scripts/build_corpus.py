@@ -2,6 +2,7 @@
 
     python scripts/build_corpus.py            # full corpus -> $SAEHELPERS_CACHE/corpus/v2 (a few minutes)
     python scripts/build_corpus.py --sample   # also rewrite the shipped held-out sample
+    python scripts/build_corpus.py --sample-only releases/mini-v2   # just the sample, from the built corpus
 
 Sources and licences are listed in `saehelpers.text.SOURCES`: code (Python, Go, Perl), technical
 prose in 11 languages (Python's docs, the Debian Reference, the Debian Administrator's Handbook),
@@ -867,7 +868,7 @@ def build(out_dir: Path, write_sample: bool) -> dict:
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     if write_sample:
-        write_sample_files(splits["heldout"], manifest)
+        write_sample_files(splits["heldout"], manifest, mini_dir())
     return manifest
 
 
@@ -889,7 +890,7 @@ def write_jsonl_gz(path: Path, rows: list[dict]) -> None:
             gz.write((json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def write_sample_files(heldout: list[dict], manifest: dict) -> None:
+def write_sample_files(heldout: list[dict], manifest: dict, dest: Path) -> None:
     """Ship the first held-out documents (already a seeded mix of sources), up to SAMPLE_CHARS."""
     sample, total = [], 0
     for d in heldout:
@@ -897,7 +898,6 @@ def write_sample_files(heldout: list[dict], manifest: dict) -> None:
             break
         sample.append(d)
         total += len(d["text"])
-    dest = mini_dir()
     dest.mkdir(parents=True, exist_ok=True)
     write_jsonl_gz(dest / "heldout.jsonl.gz", sample)
     counts: dict[str, int] = {}
@@ -905,6 +905,7 @@ def write_sample_files(heldout: list[dict], manifest: dict) -> None:
         counts[d["source"]] = counts.get(d["source"], 0) + len(d["text"])
     info = {
         "what": "The first held-out documents of the mini corpus (scripts/build_corpus.py --sample)",
+        "version": manifest["version"],
         "documents": len(sample),
         "characters": total,
         "characters_per_source": counts,
@@ -917,8 +918,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: the user cache)")
     ap.add_argument("--sample", action="store_true", help="also rewrite the shipped held-out sample")
+    ap.add_argument(
+        "--sample-only",
+        type=Path,
+        metavar="DIR",
+        help="write only the held-out sample, from the corpus already built, into DIR (a new release's folder)",
+    )
     args = ap.parse_args()
     out = args.out or cache_dir() / "corpus" / f"v{VERSION}"
+    if args.sample_only:
+        manifest = json.loads((out / "manifest.json").read_text())
+        heldout = [json.loads(line) for line in gzip.open(out / "heldout.jsonl.gz", "rt", encoding="utf-8")]
+        write_sample_files(heldout, manifest, args.sample_only)
+        print(f"wrote the held-out sample of {out} into {args.sample_only}")
+        return
     manifest = build(out, args.sample)
     print(json.dumps(manifest["splits"], indent=1))
     for k, v in manifest["sources"].items():

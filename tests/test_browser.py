@@ -192,6 +192,30 @@ def page(request, lab, browser):
 # ---------------------------------------------------------------- what the learner sees
 
 
+def test_token_highlights_wrap_at_the_page_width():
+    """A long highlighted text wraps between tokens, never inside one, and never runs off the side."""
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    from saehelpers.display import tokens_html
+
+    tokens = ["def", " compute", "_total", "(", "items", "):", "↵", "    return", " sum", "(", "x", ")"] * 12
+    acts = [float(i % 7) for i in range(len(tokens))]
+    with sync_playwright() as pw:
+        chromium = B.launch_browser(pw)
+        try:
+            tab = chromium.new_page(viewport={"width": 300, "height": 800})
+            tab.set_content(f'<div id="box" style="width: 300px">{tokens_html(tokens, acts)}</div>')
+            box = tab.eval_on_selector("#box", "e => [e.scrollWidth, e.clientWidth, e.offsetHeight]")
+            tops = tab.eval_on_selector_all("#box span span", "s => s.map(e => e.getClientRects().length)")
+        finally:
+            chromium.close()
+    scroll_width, width, height = box
+    assert scroll_width <= width == 300, box  # nothing overflows the box
+    assert height > 5 * 19, box  # many lines (line-height 1.9 x 10 px at least)
+    assert tops == [1] * len(tokens)  # each token sits on one line: breaks fall between tokens
+
+
 def run_notebook(page, lab, name: str) -> list[dict]:
     B.open_notebook(page, lab, name)
     seconds = B.run_all(page, timeout=RUN_TIMEOUT)

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import build_corpus as bc  # noqa: E402
 import build_mini_release as bm  # noqa: E402
 
-from saehelpers.text import SOURCES  # noqa: E402
+from saehelpers.text import SOURCES, read_jsonl_gz  # noqa: E402
 
 
 def test_every_capped_source_has_a_licence():
@@ -107,6 +107,40 @@ def test_corpus_texts_reads_a_split_and_filters_by_kind(tmp_path):
     assert list(bm.corpus_texts(tmp_path, "heldout", "code")) == ["t0", "t2"]
     with gzip.open(tmp_path / "heldout.jsonl.gz", "rt") as f:
         assert json.loads(f.readline())["kind"] == "code"
+
+
+def test_sample_only_writes_the_shipped_sample_from_a_built_corpus(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    docs = [
+        {"id": f"d{i}", "source": "fortunes-en", "kind": "quote", "text": "x" * 300_000} for i in range(4)
+    ]
+    bc.write_jsonl_gz(corpus / "heldout.jsonl.gz", docs)
+    sources = {"fortunes-en": {"licence": "BSD-3-Clause", "documents": 4}}
+    (corpus / "manifest.json").write_text(json.dumps({"version": 7, "sources": sources}))
+    out = tmp_path / "release"
+    script = Path(bc.__file__)
+    subprocess.run([sys.executable, script, "--out", corpus, "--sample-only", out], check=True)
+    info = json.loads((out / "heldout_manifest.json").read_text())
+    # Whole documents up to SAMPLE_CHARS (640k): three of 300k, the version and licences carried over.
+    assert (info["version"], info["documents"], info["characters"]) == (7, 3, 900_000)
+    assert info["sources"] == sources
+    assert [d["id"] for d in read_jsonl_gz(out / "heldout.jsonl.gz")] == ["d0", "d1", "d2"]
+
+
+def test_heldout_id_names_the_text_a_cache_was_built_from(tmp_path, monkeypatch):
+    from saehelpers import text
+
+    monkeypatch.setenv("SAEHELPERS_CACHE", str(tmp_path))
+    monkeypatch.delenv("SAEHELPERS_TEXT", raising=False)
+    v = text.CORPUS_VERSION
+    assert text.heldout_id("mini") == f"heldout-mini-v{v}-sample"
+    text.corpus_dir().mkdir(parents=True)
+    bc.write_jsonl_gz(text.corpus_dir() / "heldout.jsonl.gz", [{"text": "a"}])
+    assert text.heldout_id("mini") == f"heldout-mini-v{v}-corpus"  # building the corpus changes the text
+    assert text.heldout_id("gemma-3-1b") == "heldout-gemma-3-1b"
+    monkeypatch.setenv("SAEHELPERS_TEXT", "mini")
+    assert text.heldout_id("gemma-3-1b") == f"heldout-mini-v{v}-corpus"
 
 
 def good(**over):

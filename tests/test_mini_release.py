@@ -18,7 +18,7 @@ from saehelpers.activations import sae_stats
 from saehelpers.hooks import resid_post, splice_sae
 from saehelpers.metrics import ce_loss, explained_variance, token_mask
 from saehelpers.release import mini_dir
-from saehelpers.text import shipped_sample_path, token_batches
+from saehelpers.text import CORPUS_VERSION, shipped_sample_path, token_batches
 
 # Quality floors the mini release is built to (held-out text, BOS excluded).
 EV_FLOOR_EARLY_MIDDLE = 0.85
@@ -61,6 +61,15 @@ def test_files_and_format(meta):
     assert meta["matryoshka_widths"][-1] == meta["d_sae"]
     assert all(b == 4 * a for a, b in zip(meta["matryoshka_widths"], meta["matryoshka_widths"][1:]))
     assert shipped_sample_path().stat().st_size <= 3 * 2**20
+
+
+def test_release_sample_and_reader_name_one_corpus_version(meta):
+    """The SAEs, the shipped held-out sample and `corpus_dir()` must come from one corpus build."""
+    sample = json.loads((mini_dir() / "heldout_manifest.json").read_text())
+    assert sample.get("version", 1) == CORPUS_VERSION  # v1's sample predates the field
+    tagged = meta["text_source"].startswith("saehelpers mini corpus v")
+    expected = f"saehelpers mini corpus v{CORPUS_VERSION}:" if tagged else "saehelpers mini corpus:"
+    assert meta["text_source"].startswith(expected), (meta["text_source"], CORPUS_VERSION)
 
 
 def _meta():
