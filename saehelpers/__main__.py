@@ -158,6 +158,8 @@ def doctor(workshop: bool = False, min_free_gb: float | None = None) -> int:
         f"{'converted' if converted else 'not yet converted (first load takes one or two minutes)'} in {dtype}; "
         f"SAEs shipped for layers {shipped or 'none'}",
     )
+    if os.environ.get(release.MINI_DIR_ENV, "").strip():  # a rebuilt release under trial, not the shipped one
+        row("mini release", f"{release.mini_dir()} (from ${release.MINI_DIR_ENV})")
     try:
         choice = presets.choose_preset(announce=False)
         row("would use", f"{choice.line().removeprefix('saehelpers: ')}")

@@ -119,6 +119,27 @@ def _batches(data, d: int, batch_size: int):
             yield from batch.reshape(-1, d).split(batch_size)
 
 
+def encode_batches(sae, x, batch_size: int = 4096):
+    """`sae.encode` of `x` (..., d_in), `batch_size` tokens at a time: an iterator for `hierarchy`.
+
+    The dense features of 32,768 tokens at width 32,768 take 4.3 GB at once in float32; a batch of
+    4,096 takes 0.5 GB. `x` is checked now; each batch is encoded when the loop asks for it.
+    """
+    batch_size = check_int(batch_size, "batch_size", low=1)
+    d = sae.cfg.d_in
+    if not torch.is_tensor(x) or x.dim() < 1 or x.shape[-1] != d:
+        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"x must be SAE inputs of shape (..., {d}) (e.g. acts.acts[layer]), got {shape}.")
+
+    def batches():
+        for chunk in _batches(x, d, batch_size):
+            with torch.no_grad():  # per batch: grad mode must not stay off between yields
+                f = sae.encode(chunk.to(sae.device, sae.dtype))
+            yield f
+
+    return batches()
+
+
 # ---------------------------------------------------------------- prefix reconstructions
 
 

@@ -18,6 +18,7 @@ REAL = "gemma-3-1b"
 MINI = "mini"
 PRESETS = (REAL, MINI)
 ENV = "SAEHELPERS_PRESET"  # names the preset when none is passed (see presets.choose_preset)
+MINI_DIR_ENV = "SAEHELPERS_MINI_DIR"  # a rebuilt mini release, for trying it before it ships
 
 # SAELens / TransformerLens name of the residual stream after decoder layer N, where every SAE here reads.
 HOOK = "blocks.{}.hook_resid_post"
@@ -33,8 +34,18 @@ CARD_EXPLAINED_VARIANCE = (
 
 
 def mini_dir() -> Path:
-    """Folder of the shipped mini release (cfg.json + weights per layer, release.json)."""
-    return Path(str(files("saehelpers").joinpath("data", "mini")))
+    """Folder of the mini release (cfg.json + weights per layer, release.json, the held-out sample): the one
+    shipped in the package, or $SAEHELPERS_MINI_DIR, a rebuilt release tried before it replaces that one."""
+    other = os.environ.get(MINI_DIR_ENV, "").strip()
+    if not other:
+        return Path(str(files("saehelpers").joinpath("data", "mini")))
+    path = Path(other).expanduser()
+    if not (path / "release.json").is_file():
+        raise FileNotFoundError(
+            f"{MINI_DIR_ENV}={other!r} holds no release.json: point it at a folder that "
+            "`python scripts/build_mini_release.py --out FOLDER` wrote, or unset it to use the shipped release."
+        )
+    return path
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from .release import MINI, REAL, check_preset, get_release, mini_dir
 from .tokens import check_text, pad_rows
 
 SPLITS = ("train", "heldout")
-CORPUS_VERSION = 1
 # Share of documents (by group id, so related documents stay together) kept out of training.
 HELDOUT_PERCENT = 5
 PILE_DATASET = "monology/pile-uncopyrighted"
@@ -92,9 +91,16 @@ SOURCES = {
 }
 
 
+def corpus_version() -> int:
+    """The version of the corpus the mini release was built from, as its held-out sample records it (v1's
+    sample predates the field). `scripts/build_corpus.py` builds the newest; a release reads its own."""
+    manifest = mini_dir() / "heldout_manifest.json"
+    return int(json.loads(manifest.read_text()).get("version", 1)) if manifest.exists() else 1
+
+
 def corpus_dir() -> Path:
     """Folder of the full mini corpus in the user cache ($SAEHELPERS_CACHE or ~/.cache/saehelpers)."""
-    return cache_dir() / "corpus" / f"v{CORPUS_VERSION}"
+    return cache_dir() / "corpus" / f"v{corpus_version()}"
 
 
 def shipped_sample_path() -> Path:
@@ -189,7 +195,7 @@ def heldout_id(preset: str) -> str:
     if text_source(preset) == REAL:
         return f"heldout-{REAL}"
     full = (corpus_dir() / "heldout.jsonl.gz").exists()
-    return f"heldout-{MINI}-v{CORPUS_VERSION}-{'corpus' if full else 'sample'}"
+    return f"heldout-{MINI}-v{corpus_version()}-{'corpus' if full else 'sample'}"
 
 
 def iter_texts(preset: str | None = None, split: str = "heldout", limit: int | None = None) -> Iterator[str]:

@@ -45,8 +45,8 @@ from saehelpers.release import mini_dir  # noqa: E402
 from saehelpers.text import SOURCES, split_of  # noqa: E402
 
 SEED = 20250101
-# The version this script builds. The shipped release was built from CORPUS_VERSION (what
-# saehelpers reads); the two differ only while a new mini release is being built from a new corpus.
+# The version this script builds. saehelpers reads the version the shipped release was built from
+# (`text.corpus_version()`, from its held-out sample); the two differ only while a new release is built.
 VERSION = 2
 DOC_CHARS = 2000  # target document size: ~500 tokens, i.e. a few 128-token rows per document
 DEBREF_LANGS = ("en", "de", "fr", "es", "it", "ja")

@@ -133,7 +133,7 @@ def test_heldout_id_names_the_text_a_cache_was_built_from(tmp_path, monkeypatch)
 
     monkeypatch.setenv("SAEHELPERS_CACHE", str(tmp_path))
     monkeypatch.delenv("SAEHELPERS_TEXT", raising=False)
-    v = text.CORPUS_VERSION
+    v = text.corpus_version()
     assert text.heldout_id("mini") == f"heldout-mini-v{v}-sample"
     text.corpus_dir().mkdir(parents=True)
     bc.write_jsonl_gz(text.corpus_dir() / "heldout.jsonl.gz", [{"text": "a"}])
@@ -141,6 +141,31 @@ def test_heldout_id_names_the_text_a_cache_was_built_from(tmp_path, monkeypatch)
     assert text.heldout_id("gemma-3-1b") == "heldout-gemma-3-1b"
     monkeypatch.setenv("SAEHELPERS_TEXT", "mini")
     assert text.heldout_id("gemma-3-1b") == f"heldout-mini-v{v}-corpus"
+
+
+def test_mini_dir_env_tries_a_rebuilt_release_and_its_corpus_version(tmp_path, monkeypatch):
+    from saehelpers import get_release, text
+    from saehelpers.release import MINI_DIR_ENV, mini_dir
+
+    shipped = mini_dir()
+    monkeypatch.setenv("SAEHELPERS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(MINI_DIR_ENV, str(tmp_path / "nope"))
+    with pytest.raises(
+        FileNotFoundError, match="SAEHELPERS_MINI_DIR=.*nope.* holds no release.json.*unset it"
+    ):
+        get_release("mini")
+    new = tmp_path / "v9"
+    new.mkdir()
+    meta = json.loads((shipped / "release.json").read_text()) | {"layers": [3], "d_sae": 4096}
+    (new / "release.json").write_text(json.dumps(meta))
+    (new / "heldout_manifest.json").write_text(json.dumps({"version": 9}))
+    monkeypatch.setenv(MINI_DIR_ENV, str(new))
+    assert mini_dir() == new
+    assert (get_release("mini").layers, get_release("mini").d_sae) == ((3,), 4096)
+    assert text.corpus_version() == 9 and text.corpus_dir() == tmp_path / "cache" / "corpus" / "v9"
+    assert text.shipped_sample_path() == new / "heldout.jsonl.gz"
+    monkeypatch.delenv(MINI_DIR_ENV)
+    assert mini_dir() == shipped
 
 
 def good(**over):

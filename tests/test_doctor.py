@@ -1,6 +1,7 @@
 """`python -m saehelpers doctor --workshop`: the rows a workshop's setup check reads, and its exit code."""
 
 import importlib.metadata as md
+import json
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ def doctor(tmp_path, *args, **env_extra):
     """Run the doctor in a fresh process with its cache in tmp_path/cache; return (exit code, rows, text)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hf"), SAEHELPERS_DTYPE="float32")
     env["SAEHELPERS_CACHE"] = str(tmp_path / "cache")
-    for key in ("SAEHELPERS_PRESET", "SAEHELPERS_WIDGETS", "HF_TOKEN"):
+    for key in ("SAEHELPERS_PRESET", "SAEHELPERS_WIDGETS", "SAEHELPERS_MINI_DIR", "HF_TOKEN"):
         env.pop(key, None)
     env.update(env_extra)
     out = subprocess.run(
@@ -64,6 +65,18 @@ def test_plain_doctor_has_no_workshop_rows(tmp_path):
         and not {"disk", "mini converted", "widgets", "jupyterlab", "workshop"} & rows.keys()
     )
     assert "not yet converted" in rows["mini preset"] and "in float32" in rows["mini preset"]
+    assert "mini release" not in rows  # the shipped one: nothing to say
+
+
+def test_doctor_names_a_rebuilt_mini_release_under_trial(tmp_path):
+    from saehelpers.release import mini_dir
+
+    trial = tmp_path / "trial"
+    shutil.copytree(mini_dir(), trial)
+    code, rows, text = doctor(tmp_path, SAEHELPERS_MINI_DIR=str(trial))
+    assert rows["mini release"] == f"{trial} (from $SAEHELPERS_MINI_DIR)"
+    layers = json.loads((trial / "release.json").read_text())["layers"]
+    assert f"SAEs shipped for layers {layers}" in rows["mini preset"]
 
 
 def test_workshop_fails_when_the_model_is_not_converted_and_says_how_to_convert_it(tmp_path):

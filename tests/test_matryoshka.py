@@ -183,6 +183,25 @@ def test_hierarchy_recovers_planted_children():
     assert streamed.equals(one)
 
 
+def test_encode_batches_gives_the_same_hierarchy_a_batch_at_a_time():
+    sae, rel, acts, _ = planted_hierarchy()
+    sae.threshold.fill_(0.5)
+    x = torch.randn(700, 64, generator=torch.Generator().manual_seed(3))
+    whole = mt.hierarchy(sae, rel, sae.encode(x), top_k=5, min_cosine=-1, min_p_parent=0)
+    assert len(whole) > 0
+    batches = mt.encode_batches(sae, x, batch_size=128)
+    assert torch.is_grad_enabled()  # the batches run without autograd, and leave it as it was
+    first = next(batches)
+    assert first.shape == (128, 64) and not first.requires_grad and torch.is_grad_enabled()
+    whole_again = mt.hierarchy(sae, rel, mt.encode_batches(sae, x.reshape(7, 100, 64), batch_size=128), top_k=5,
+                               min_cosine=-1, min_p_parent=0)  # fmt: skip
+    pd.testing.assert_frame_equal(whole_again, whole)
+    with pytest.raises(ValueError, match=r"x must be SAE inputs of shape \(\.\.\., 64\).*got \(700, 32\)"):
+        mt.encode_batches(sae, x[:, :32])
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        mt.encode_batches(sae, x, batch_size=0)
+
+
 def test_hierarchy_thresholds_are_what_filter_the_decoys():
     sae, rel, acts, planted = planted_hierarchy()
     # Without the firing criterion the close-but-unrelated decoy (24) comes in ...
