@@ -119,11 +119,12 @@ def _batches(data, d: int, batch_size: int):
             yield from batch.reshape(-1, d).split(batch_size)
 
 
-def encode_batches(sae, x, batch_size: int = 4096):
+def encode_batches(sae, x, batch_size: int = 1024):
     """`sae.encode` of `x` (..., d_in), `batch_size` tokens at a time: an iterator for `hierarchy`.
 
-    The dense features of 32,768 tokens at width 32,768 take 4.3 GB at once in float32; a batch of
-    4,096 takes 0.5 GB. `x` is checked now; each batch is encoded when the loop asks for it.
+    At width 32,768 in float32, `sae.encode` of 32,768 tokens at once returns 4.3 GB and its working tensors
+    take about as much again each (benchmarks/bench_hierarchy_memory.py); a batch of 1,024 tokens returns
+    134 MB. `x` is checked now; each batch is encoded when the loop asks for it.
     """
     batch_size = check_int(batch_size, "batch_size", low=1)
     d = sae.cfg.d_in
