@@ -489,14 +489,60 @@ def text_source_line(corpus: Path) -> str:
 # ---------------------------------------------------------------- main
 
 
+def measure(model, tok, args, out: Path, meta: dict) -> None:
+    """Measure the SAEs saved in `out` on the corpus's held-out split; write the results into `meta` and
+    out/release.json, and print them."""
+    layers, widths, timings = meta["layers"], meta["matryoshka_widths"], meta.setdefault("timings", {})
+    t = time.perf_counter()
+    metrics = evaluate(model, tok, layers, widths, args, out)
+    meta["metrics_note"] = (
+        f"Held-out split of the mini corpus, first {args.eval_rows} rows of {args.seq_len} tokens "
+        f"(one text per row, BOS first), BOS and padding excluded. explained_variance = 1 - sum|x - x_hat|^2 / "
+        "sum|x - mean(x)|^2 (about the mean, SAELens 6's formula); explained_variance_about_zero divides by "
+        "sum|x|^2 instead. ev_per_prefix: the same (about the mean) with latents >= w zeroed, for each "
+        f"Matryoshka width. dead_fraction: latents that never fire on these tokens. Next-token loss on the "
+        f"first {args.ce_rows} rows, positions 1.., with resid_post replaced by the SAE's reconstruction "
+        "at every position but BOS."
+    )
+    meta["metrics"] = {str(layer): m for layer, m in metrics.items()}
+    meta["floors"] = check_floors(metrics, layers, meta["k"], widths)
+    meta["heldout_note"] = (
+        "The held-out split takes one document of each kind in turn (code, dialogue, manual, numbers, prose, "
+        f"quotes, tables), so its first rows weigh every kind alike; by_kind: the first {args.kind_rows} rows "
+        "of each kind alone; probe: the eight PROBE texts of scripts/build_mini_release.py, not in the corpus."
+    )
+    meta.update(by_kind_and_probe(model, tok, layers, args, out))
+    # The same metrics on the small slice that tests/test_mini_release.py recomputes in under a minute.
+    settings = {"eval_rows": args.test_eval_rows, "ce_rows": args.test_ce_rows}
+    settings.update(model_batch=args.model_batch, seq_len=args.seq_len)
+    small = evaluate(model, tok, layers, widths, args, out, settings["eval_rows"], settings["ce_rows"])
+    meta["metrics_test_slice_settings"] = settings
+    meta["metrics_test_slice"] = {str(layer): m for layer, m in small.items()}
+    timings["eval_s"] = round(time.perf_counter() - t, 1)
+    (out / "release.json").write_text(json.dumps(meta, indent=1))
+    print(json.dumps(meta["metrics"], indent=1))
+    print(json.dumps(meta["probe"]))
+    print(
+        "floors met"
+        if meta["floors"]["met"]
+        else "floors missed:\n  " + "\n  ".join(meta["floors"]["misses"])
+    )
+    print(json.dumps(timings))
+
+
 def eval_only(args) -> None:
-    meta = json.loads((args.eval_only / "release.json").read_text())
-    layers, widths = meta["layers"], meta["matryoshka_widths"]
+    """Measure a saved release. --write records the results in its release.json (e.g. a build whose own
+    evaluation did not finish); without it they are only printed, and the folder is left as it is."""
+    folder = args.eval_only
+    meta = json.loads((folder / "release.json").read_text())
     model, tok = load_model("mini", device="cpu", dtype="float32")
-    metrics = evaluate(model, tok, layers, widths, args, args.eval_only)
+    if args.write:
+        return measure(model, tok, args, folder, meta)
+    layers, widths = meta["layers"], meta["matryoshka_widths"]
+    metrics = evaluate(model, tok, layers, widths, args, folder)
     result = {"metrics": {str(k): v for k, v in metrics.items()}}
     result["floors"] = check_floors(metrics, layers, meta["k"], widths)
-    result.update(by_kind_and_probe(model, tok, layers, args, args.eval_only))
+    result.update(by_kind_and_probe(model, tok, layers, args, folder))
     print(json.dumps(result, indent=1))
 
 
@@ -565,6 +611,11 @@ def main() -> None:
         help="only measure the saved SAEs in FOLDER (e.g. saehelpers/data/mini) on this corpus's held-out split",
     )
     ap.add_argument(
+        "--write",
+        action="store_true",
+        help="with --eval-only: write the measurements into FOLDER/release.json (else they are only printed)",
+    )
+    ap.add_argument(
         "--fresh", action="store_true", help="start over: delete the work folder (activations, checkpoints)"
     )
     args = ap.parse_args()
@@ -574,6 +625,8 @@ def main() -> None:
         args.damp = args.damp * len(args.layers)
     if len(args.damp) != len(args.layers):
         ap.error(f"--damp takes one value or one per layer ({len(args.layers)}), got {len(args.damp)}")
+    if args.write and args.eval_only is None:
+        ap.error("--write goes with --eval-only FOLDER: it records that folder's measurements")
     args.corpus = args.corpus or cache_dir() / "corpus" / f"v{build_corpus.VERSION}"
     if args.eval_only is not None:
         return eval_only(args)
@@ -664,44 +717,7 @@ def main() -> None:
         "timings": timings,
     }
     (out / "release.json").write_text(json.dumps(meta, indent=1))
-    t = time.perf_counter()
-    metrics = evaluate(model, tok, args.layers, args.widths, args, out)
-    timings["eval_s"] = round(time.perf_counter() - t, 1)
-    meta["metrics_note"] = (
-        f"Held-out split of the mini corpus, first {args.eval_rows} rows of {args.seq_len} tokens "
-        f"(one text per row, BOS first), BOS and padding excluded. explained_variance = 1 - sum|x - x_hat|^2 / "
-        "sum|x - mean(x)|^2 (about the mean, SAELens 6's formula); explained_variance_about_zero divides by "
-        "sum|x|^2 instead. ev_per_prefix: the same (about the mean) with latents >= w zeroed, for each "
-        f"Matryoshka width. dead_fraction: latents that never fire on these tokens. Next-token loss on the "
-        f"first {args.ce_rows} rows, positions 1.., with resid_post replaced by the SAE's reconstruction "
-        "at every position but BOS."
-    )
-    meta["metrics"] = {str(layer): m for layer, m in metrics.items()}
-    meta["floors"] = check_floors(metrics, args.layers, args.k, args.widths)
-    meta["heldout_note"] = (
-        "The held-out split takes one document of each kind in turn (code, dialogue, manual, numbers, prose, "
-        f"quotes, tables), so its first rows weigh every kind alike; by_kind: the first {args.kind_rows} rows "
-        "of each kind alone; probe: the eight PROBE texts of scripts/build_mini_release.py, not in the corpus."
-    )
-    meta.update(by_kind_and_probe(model, tok, args.layers, args, out))
-    # The same metrics on the small slice that tests/test_mini_release.py recomputes in under a minute.
-    settings = {"eval_rows": args.test_eval_rows, "ce_rows": args.test_ce_rows}
-    settings.update(model_batch=args.model_batch, seq_len=args.seq_len)
-    small = evaluate(
-        model, tok, args.layers, args.widths, args, out, settings["eval_rows"], settings["ce_rows"]
-    )
-    meta["metrics_test_slice_settings"] = settings
-    meta["metrics_test_slice"] = {str(layer): m for layer, m in small.items()}
-    timings["eval_s"] = round(time.perf_counter() - t, 1)
-    (out / "release.json").write_text(json.dumps(meta, indent=1))
-    print(json.dumps(meta["metrics"], indent=1))
-    print(json.dumps(meta["probe"]))
-    print(
-        "floors met"
-        if meta["floors"]["met"]
-        else "floors missed:\n  " + "\n  ".join(meta["floors"]["misses"])
-    )
-    print(json.dumps(timings))
+    measure(model, tok, args, out, meta)
 
 
 if __name__ == "__main__":
