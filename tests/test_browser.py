@@ -207,13 +207,13 @@ def test_token_highlights_wrap_at_the_page_width():
             tab = chromium.new_page(viewport={"width": 300, "height": 800})
             tab.set_content(f'<div id="box" style="width: 300px">{tokens_html(tokens, acts)}</div>')
             box = tab.eval_on_selector("#box", "e => [e.scrollWidth, e.clientWidth, e.offsetHeight]")
-            tops = tab.eval_on_selector_all("#box span span", "s => s.map(e => e.getClientRects().length)")
+            rects = tab.eval_on_selector_all("#box span span", "s => s.map(e => e.getClientRects().length)")
         finally:
             chromium.close()
     scroll_width, width, height = box
     assert scroll_width <= width == 300, box  # nothing overflows the box
     assert height > 5 * 19, box  # many lines (line-height 1.9 x 10 px at least)
-    assert tops == [1] * len(tokens)  # each token sits on one line: breaks fall between tokens
+    assert rects == [1] * len(tokens)  # each token sits on one line: breaks fall between tokens
 
 
 def run_notebook(page, lab, name: str) -> list[dict]:
