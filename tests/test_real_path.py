@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from saehelpers import fakehub
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULT = "@@RESULT@@"
 LAYER = 12
-MISSING_LAYER = 3  # a release layer the fake cache does not hold
+MISSING_LAYER = 3  # a release layer left out of the `without_missing` view of the fake cache
 PROMPT = "The capital of France is"
 # Gemma 3's ids for PROMPT: <bos> The capital of France is
 PROMPT_IDS = [2, 818, 5279, 529, 7001, 563]
@@ -90,9 +91,7 @@ out["sae"] = {{
 _, cfg_dict, sparsity = SAE.from_pretrained_with_cfg_and_sparsity(release, sae_id, device="cpu")
 out["cfg_dict"] = cfg_dict
 out["sparsity"] = None if sparsity is None else tensor_digest(sparsity)
-out["missing_layer"] = error_info(lambda: SAE.from_pretrained(release, "blocks.{MISSING_LAYER}.hook_resid_post"))
-out["not_in_release"] = error_info(lambda: SAE.from_pretrained(release, "blocks.25.hook_resid_post"))
-mark("sae_with_sparsity_and_errors")
+mark("sae_with_sparsity")
 
 tok = AutoTokenizer.from_pretrained("google/gemma-3-1b-pt", token=None)
 model = AutoModelForCausalLM.from_pretrained("google/gemma-3-1b-pt", dtype=torch.float32, token=None)
@@ -149,7 +148,21 @@ out["model"] = {{"class": type(model).__name__, "hidden_size": model.config.hidd
 out["ids"] = tok({PROMPT!r}).input_ids
 out["sae"] = {{"d_sae": sae.cfg.d_sae, "hook_name": sae.cfg.metadata.hook_name,
               "W_dec": tensor_digest(sae.W_dec), "requires_grad": sae.W_dec.requires_grad}}
-out["missing_layer"] = error_info(lambda: saehelpers.load_sae({MISSING_LAYER}, "gemma-3-1b"))
+done()
+"""
+)
+
+
+# A layer the cache lacks, asked for offline: the raw call, saehelpers' message, and a layer not in the release.
+MISSING_CALLS = (
+    _PRELUDE
+    + f"""
+import saehelpers
+from sae_lens import SAE
+release = "gemma-3-1b-res-matryoshka-dc"
+out["raw"] = error_info(lambda: SAE.from_pretrained(release, "blocks.{MISSING_LAYER}.hook_resid_post"))
+out["not_in_release"] = error_info(lambda: SAE.from_pretrained(release, "blocks.25.hook_resid_post"))
+out["saehelpers"] = error_info(lambda: saehelpers.load_sae({MISSING_LAYER}, "gemma-3-1b"))
 done()
 """
 )
@@ -158,6 +171,30 @@ done()
 @pytest.fixture(scope="module")
 def raw(fake_hub) -> dict:
     return run_offline(RAW_CALLS, fake_hub)
+
+
+def hub_without(root: Path, layer: int, dest: Path) -> Path:
+    """A view of the fake cache at `root` without SAE `layer`: links to everything else, nothing copied.
+
+    `run_real_shape.py --full` fills the shared cache with every layer, so no layer is reliably missing there.
+    """
+    for repo in (fakehub.MODEL_REPO, fakehub.SAE_REPO):
+        shutil.copytree(fakehub.repo_folder(root, repo) / "refs", fakehub.repo_folder(dest, repo) / "refs")
+        snap = fakehub.snapshot_dir(dest, repo)
+        snap.mkdir(parents=True)
+        for entry in fakehub.snapshot_dir(root, repo).iterdir():
+            if entry.name != f"blocks.{layer}.hook_resid_post":
+                (snap / entry.name).symlink_to(entry.resolve())
+    return dest
+
+
+@pytest.fixture(scope="module")
+def missing(fake_hub, tmp_path_factory) -> dict:
+    view = hub_without(fake_hub, MISSING_LAYER, tmp_path_factory.mktemp("hub_without"))
+    assert not (
+        fakehub.snapshot_dir(view, fakehub.SAE_REPO) / f"blocks.{MISSING_LAYER}.hook_resid_post"
+    ).exists()
+    return run_offline(MISSING_CALLS, view)
 
 
 def approx_digest(digest: dict):
@@ -282,24 +319,15 @@ def test_forward_with_sae_spliced_in(raw):
     assert all(5 <= n <= 200 for n in f["l0"][1:]), f["l0"]
 
 
-def skip_if_held(root: Path) -> None:
-    """`run_real_shape.py --full` fills the shared fake hub with every layer; then no layer is missing."""
-    if str(MISSING_LAYER) in fakehub.read_manifest(root)["sae_layers"]:
-        pytest.skip(
-            f"the fake hub at {root} holds layer {MISSING_LAYER}; delete that folder to run this test"
-        )
-
-
-def test_missing_layer_offline(raw, fake_hub):
-    skip_if_held(fake_hub)
+def test_missing_layer_offline(missing):
     # Not in the cache + offline: huggingface_hub's LocalEntryNotFoundError, raised while fetching cfg.json.
     # (It subclasses EntryNotFoundError, which SAELens catches for the optional sparsity file only.)
-    err = raw["missing_layer"]
+    err = missing["raw"]
     assert err is not None and err["type"] == "LocalEntryNotFoundError"
     assert "FileNotFoundError" in err["mro"] and "EntryNotFoundError" in err["mro"]
     # Not in the release at all: SAELens's own ValueError, before any file is looked up.
-    assert raw["not_in_release"]["type"] == "ValueError"
-    assert "not found in release" in raw["not_in_release"]["message"]
+    assert missing["not_in_release"]["type"] == "ValueError"
+    assert "not found in release" in missing["not_in_release"]["message"]
 
 
 # ---------------------------------------------------------------- saehelpers' loaders, offline
@@ -323,9 +351,8 @@ def test_saehelpers_loaders_use_the_real_calls(helpers, fake_hub):
     assert s["W_dec"] == approx_digest(written)
 
 
-def test_saehelpers_missing_layer_message(helpers, fake_hub):
-    skip_if_held(fake_hub)
-    err = helpers["missing_layer"]
+def test_saehelpers_missing_layer_message(missing):
+    err = missing["saehelpers"]
     assert err is not None and err["cause"] == "LocalEntryNotFoundError"
     assert f"blocks.{MISSING_LAYER}.hook_resid_post" in err["message"]
 
