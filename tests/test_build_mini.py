@@ -1,4 +1,4 @@
-"""The mini build's per-dimension damping (scripts/build_mini_release.py: `damp_scaler`)."""
+"""The mini build (scripts/build_mini_release.py): collecting activations, resumably, and the per-dimension damping."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from build_mini_release import damp_scaler  # noqa: E402
+from build_mini_release import collect, damp_scaler  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +58,49 @@ def test_folded_sae_reads_raw_activations(x):
     assert (feats_z > 0).sum() > 0
     assert torch.allclose(feats, feats_z, atol=1e-9)
     assert torch.allclose(out, out_z, rtol=1e-9, atol=1e-6)
+
+
+def test_collect_matches_the_model_and_resumes_to_the_same_tensors(mini, tmp_path):
+    """Each chunk holds resid_post of the train split's batches in order (BOS and padding dropped), and a
+    run resumed after losing its later chunks rebuilds exactly the same activations."""
+    import gzip
+    import json
+    from types import SimpleNamespace
+
+    from saehelpers.hooks import resid_post
+    from saehelpers.text import token_batches
+
+    model, tok = mini
+    texts = [
+        f"Line {i}: the {w} sat on mat number {i * 7} near the door."
+        for i, w in enumerate(["cat", "dog"] * 20)
+    ]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    with gzip.open(corpus / "train.jsonl.gz", "wt", encoding="utf-8") as f:
+        for t in texts:
+            f.write(json.dumps({"kind": "test", "text": t}) + "\n")
+    args = SimpleNamespace(
+        corpus=corpus, layers=[2, 6], train_tokens=150, chunk_batches=1, model_batch=2, seq_len=16
+    )
+    first = collect(model, tok, args, tmp_path / "work")
+    chunks = sorted((tmp_path / "work" / "acts").glob("chunk*.pt"))
+    assert len(chunks) >= 3 and all(
+        a.shape == (150, 640) and a.dtype == torch.bfloat16 for a in first.values()
+    )
+
+    want = {layer: [] for layer in args.layers}
+    for b in token_batches(tok, "mini", 2, 16, len(chunks), texts=texts):
+        acts = resid_post(model, b["input_ids"], args.layers, attention_mask=b["attention_mask"])
+        keep = b["attention_mask"].bool()
+        keep[:, 0] = False
+        for layer in args.layers:
+            want[layer].append(acts[layer][keep].to(torch.bfloat16))
+    for layer in args.layers:
+        assert torch.equal(first[layer], torch.cat(want[layer])[:150])
+
+    for path in chunks[1:]:
+        path.unlink()
+    again = collect(model, tok, args, tmp_path / "work")
+    for layer in args.layers:
+        assert torch.equal(again[layer], first[layer])
