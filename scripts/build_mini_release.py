@@ -78,7 +78,8 @@ def collect(model, tok, args, work: Path) -> dict[int, torch.Tensor]:
     bar = tqdm(total=args.train_tokens, desc="collect activations (tokens)", unit="tok")
     t0, new_tokens, have, c, sizes = time.perf_counter(), 0, 0, 0, []
     # One pass over the train split, opened at the first missing chunk. (Reopening it for every chunk
-    # re-read and re-tokenized all the text before it: collection slowed from 1,600 to 1,000 tokens/s.)
+    # re-read and re-tokenized all the text before it: 0.1 s before the first chunk, 10 s before the
+    # 91st, against about 30 s of forward passes per chunk; about 8 of the v2 build's 45 minutes.)
     batches = None
     while have < args.train_tokens:
         path = acts_dir / f"chunk{c:04d}.pt"
