@@ -41,6 +41,20 @@ def mini_table(meta: dict) -> str:
             f"| {layer} | {hook_name(layer)} | {meta['d_sae']} | {m['l0_mean']:.1f} | "
             f"{m['explained_variance']:.4f} | {m['dead_fraction']:.1%} | {m['delta_loss']:.2f} |"
         )
+    floors = meta.get("floors")
+    if floors:
+        f = floors["floors"]
+        lines += [
+            "",
+            f"Floors (issue 19): explained variance at least {f['explained_variance']} on every layer but the last "
+            f"and {f['explained_variance_last']} on the last, L0 within {f['l0_rel_to_k']:.0%} of k, dead latents at "
+            f"most {f['dead_fraction']:.0%}, loss increase at most {f['delta_loss']} nat on every layer but the first. "
+            + (
+                "All met."
+                if floors["met"]
+                else f"Missed: {'; '.join(floors['misses'])} (`tests/test_mini_release.py` says why)."
+            ),
+        ]
     return "\n".join(lines)
 
 

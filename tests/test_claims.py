@@ -90,9 +90,10 @@ def test_01_decoder_rows_are_not_unit_norm_and_grow_with_the_residual_scale(mini
 
 
 def test_01_ev_best_at_first_layer_and_delta_loss_does_not_follow_it(mini):
-    """01: EV "highest at the first SAE layer, every later one keeps less"; delta loss need not mirror EV: it
-    "zigzags from layer to layer" and the best-EV layer is not the cheapest to splice; CE recovered high at every
-    layer while delta loss is positive at every layer and large at some; about-zero EV above about-the-mean EV."""
+    """01: EV "highest at the first SAE layer, every later one keeps less"; delta loss need not mirror EV: the
+    first layer, with the best EV, is "among the two costliest to splice in, at more than twice the cost of layer 6,
+    the cheapest"; CE recovered high at every layer while delta loss is positive at every layer and large at some;
+    about-zero EV above about-the-mean EV."""
     from saehelpers.metrics import EVAccumulator, ce_loss_recovered
 
     model, tok = mini
@@ -125,9 +126,9 @@ def test_01_ev_best_at_first_layer_and_delta_loss_does_not_follow_it(mini):
         delta[layer], recovered[layer] = s - c, ce_loss_recovered(c, s, z)
     first = rel.layers[0]
     assert all(ev[first] > ev[layer] for layer in rel.layers[1:])
-    assert min(delta, key=delta.get) != max(ev, key=ev.get)
-    steps = [delta[b] - delta[a] for a, b in zip(rel.layers, rel.layers[1:])]
-    assert all(s * t < 0 for s, t in zip(steps, steps[1:]))  # "it zigzags from layer to layer"
+    cheapest = min(delta, key=delta.get)
+    assert cheapest == 6 and delta[first] > 2 * delta[cheapest], delta
+    assert delta[first] >= sorted(delta.values())[-2]  # among the two costliest
     assert all(recovered[layer] > 0.9 and delta[layer] > 0 for layer in rel.layers), (recovered, delta)
     assert max(delta.values()) > 0.5
 
@@ -140,8 +141,8 @@ def test_01_card_ev_falls_at_every_step_from_the_middle_layers():
     assert all(a > b for a, b in zip(tail, tail[1:]))
 
 
-def test_01_sweep_sample_ev_out_of_depth_order_l0_far_around_k_and_busy_tokens_not_costlier(mini):
-    """01, on the sweep's sample: EV keeps less at every later layer "but not in order of depth"; L0 on a token runs
+def test_01_sweep_sample_ev_in_depth_order_l0_far_around_k_and_busy_tokens_not_costlier(mini):
+    """01, on the sweep's sample: EV keeps less at every later layer, "in order of depth"; L0 on a token runs
     "from a handful up to about three times k"; the loss of the prediction made at a token does not rise with its L0
     (rank correlation at most about zero at every layer), "though at some layers the tokens that were themselves hard
     to predict do use more latents"."""
@@ -174,7 +175,7 @@ def test_01_sweep_sample_ev_out_of_depth_order_l0_far_around_k_and_busy_tokens_n
             v = pd.DataFrame(torch.cat(pairs).numpy())
             rho[layer] = v[0].corr(v[1], method="spearman")
     evs = [ev[layer] for layer in rel.layers]
-    assert evs[0] == max(evs) and evs != sorted(evs, reverse=True)
+    assert evs == sorted(evs, reverse=True) and len(set(evs)) == len(evs)
     l0 = torch.cat(l0s)
     assert l0.min() <= rel.k / 4 and 2.5 * rel.k < l0.max() < 3.5 * rel.k
     assert all(r < 0.05 for r in rho_at.values()), rho_at
@@ -474,19 +475,27 @@ def steer03(mini):
     return ctx | dict(a_max=a_max, max_act=max_act, sweep=sweep, texts=texts, m_best=m_best)
 
 
+def _repeats(texts, word, times=3):
+    """Whether one of the texts holds `word` `times` times in a row."""
+    return any(" ".join([word] * times) in t for t in texts)
+
+
 def test_03_sweep_effect_starts_then_breaks_into_repetition_and_the_loss_misses_the_break(steer03):
     """03: "at m <= 0.5 nothing much happens"; "within one step the text turns French and the read-back rises, with
-    the loss"; "past the sweet spot ... distinct words drop ("très très très …"), read-back falls, and the loss falls
-    with them"."""
-    s, m_best = steer03["sweep"], steer03["m_best"]
-    m_next = MULTIPLES_03[MULTIPLES_03.index(m_best) + 1]
+    the loss"; "one or two steps past the sweet spot" distinct words drop ("levo levo levo …", "by m = 4 bienvenue
+    plus bienvenue plus …") and the read-back falls; the loss "at the first step past the sweet spot is lower than
+    at the sweet spot"."""
+    s, m_best, texts = steer03["sweep"], steer03["m_best"], steer03["texts"]
+    i = MULTIPLES_03.index(m_best)
+    m_next = MULTIPLES_03[i + 1]
     assert (s.act[s.index <= 0.5] < 0.05).all()
     assert 0.5 < m_best <= 2 and s.act[m_best] > 0.3  # a real effect one or two steps up
     assert s.loss[m_best] > s.loss[0] + 1  # the language switch surprises the unsteered model
-    assert s.distinct[m_next] < REPEAT_03 * s.distinct[0]  # the next step is repetitive
-    assert "très très très" in " ".join(steer03["texts"][m_next])
+    assert s.distinct[MULTIPLES_03[i + 2]] < REPEAT_03 * s.distinct[0]  # repetitive within two steps
+    assert _repeats(texts[m_next], "levo") and _repeats(texts[4], "bienvenue plus")
+    assert s.distinct[4] < s.distinct[m_best] / 3
     assert s.act[s.index > m_best].max() < s.act[m_best]  # the read-back falls past the sweet spot
-    assert s.loss[s.index > m_best].min() < s.loss[m_best]  # and so does the loss: it cannot find the break
+    assert s.loss[m_next] < s.loss[m_best]  # the loss cannot find the break
     sweet = " ".join(steer03["texts"][m_best])
     assert sum(w in sweet.split() for w in ("la", "de", "très", "un", "les", "à")) >= 3  # French words
 
@@ -508,8 +517,8 @@ def test_03_push_of_half_a_spread_changes_the_text_and_past_one_it_breaks(steer0
 
 def test_03_clamp_matches_add_at_the_sweet_spot_and_breaks_later(steer03):
     """03: at the sweet spot the added and clamped texts "start alike and part after a few words", and "clamping costs
-    a little less loss"; "one step further, adding has broken into repetition while clamping still writes more varied
-    text"."""
+    less loss"; "one step further both break into the same repetition on one prompt ("levo levo levo …"), and
+    clamping is at most a little more varied"."""
     from saehelpers import steering
 
     model, tok, layer, sae, feature = (steer03[k] for k in ("model", "tok", "layer", "sae", "feature"))
@@ -528,7 +537,8 @@ def test_03_clamp_matches_add_at_the_sweet_spot_and_breaks_later(steer03):
     assert added != clamped[m_best]  # and part
     s = steer03["sweep"]
     assert got[m_best][0] < s.loss[m_best]
-    assert got[m_next][1] > s.distinct[m_next] + 0.05
+    assert _repeats(clamped[m_next], "levo") and _repeats(steer03["texts"][m_next], "levo")
+    assert 0 <= got[m_next][1] - s.distinct[m_next] < 0.1
 
 
 def test_03_clamp_holds_the_feature_at_c_where_adding_lifts_it(steer03):
@@ -590,7 +600,8 @@ def test_03_residual_norm_is_mostly_the_shared_mean_and_bos_is_far_out(mini):
 
 def test_03_lower_layers_french_features_write_other_text_than_the_top_layers(steer03):
     """03: only the topmost SAE layer writes French; the lower layers' "French" features read back at their own
-    layer, yet the one ruler reads almost nothing (Spanish or fragments); layer 6 breaks the text the most."""
+    layer, "a quarter to a half" of the topmost one's read-back, yet the one ruler reads almost nothing (Spanish or
+    fragments)."""
     from saehelpers import features, steering
 
     model, tok, rel, layer, sae, feature = (
@@ -611,15 +622,18 @@ def test_03_lower_layers_french_features_write_other_text_than_the_top_layers(st
         rows[L] = own / max_L, ruler / max_act, loss, " ".join(texts).split()
     top = steer03["sweep"].act[m_best]
     for own, ruler, _, _ in rows.values():
-        assert own > 0.15 and ruler < 0.05 and ruler < top / 5
-    assert max(rows, key=lambda L: rows[L][2]) == 6
-    assert sum(w in rows[10][3] for w in ("el", "es", "muy", "la", "un", "por")) >= 3  # Spanish
+        assert 0.2 * top < own < 0.55 * top and ruler < 0.05 and ruler < top / 5
+    assert not set(rows[6][3]) & {"la", "le", "de", "un", "el", "es"}  # fragments
+    for L in (2, 10):  # Spanish
+        assert sum(w in rows[L][3] for w in ("la", "de", "un", "te", "lo", "ciudad", "visita")) >= 2, rows[L][
+            3
+        ]
 
 
 def test_03_coarse_feature_switches_language_broadly_and_the_fine_one_writes_no_french(steer03):
-    """03: the first group's French feature fires on a large share of held-out tokens, switches the text to
-    Spanish (its lens) and reads back; the last group's fires on a tiny share and reads back ~0: it changes the
-    English text but writes no French."""
+    """03: the first group's French feature fires on "nearly half of all held-out tokens", on English too; its lens is
+    English; it changes the English text but keeps it English, reads back, and the French feature does not; the last
+    group's fires on a tiny share and reads back ~0: it changes the English text but writes no French."""
     from saehelpers import features, steering
 
     model, tok, rel, layer, sae, feature = (
@@ -629,17 +643,20 @@ def test_03_coarse_feature_switches_language_broadly_and_the_fine_one_writes_no_
     stats = features.feature_stats(model, tok, sae, "mini", n_tokens=2048)
     coarse = int(french.index[french.group == 0][0])
     fine = int(french.index[french.group == len(rel.groups) - 1][0])
-    assert stats.frequency[coarse] > 0.1 and stats.frequency[fine] < 0.005
+    assert 0.4 < stats.frequency[coarse] < 0.5 and stats.frequency[fine] < 0.005
+    assert french.freq_b[coarse] > 0.5  # it fires on most English tokens too
     lens = [tok.decode(t) for t in lm.logit_lens(model, sae.W_dec[coarse], k=5)[0]]
-    assert {" como", " más", " menos"} & set(lens)  # Spanish
+    assert {" an", " particular", " actual"} <= set(lens)  # English
     got = {}
     for f in (coarse, fine):
         with steering.steer(model, sae, f, m_best * a_max[f].item()):
             texts = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
         (own, fr), _ = steering.read_back(model, tok, sae, [f, feature], PROMPTS_03, texts)
         got[f] = own / a_max[f].item(), fr / steer03["max_act"], " ".join(texts)
-    assert got[coarse][0] > 0.5 and got[coarse][1] < 0.05
-    assert sum(w in got[coarse][2].split() for w in ("el", "es", "la", "de", "para", "un")) >= 3
+    assert got[coarse][0] > 0.2 and got[coarse][1] < 0.05
+    plain = " ".join(steer03["texts"][0])
+    assert got[coarse][2] != plain and got[coarse][2].isascii()  # changed, and still English
+    assert not set(got[coarse][2].split()) & {"la", "le", "de", "un", "une", "est", "et", "el", "es"}
     assert got[fine][0] < 0.05 and got[fine][1] < 0.05
     assert got[fine][2] != " ".join(steer03["texts"][0])  # not the unsteered text
 
@@ -674,7 +691,7 @@ def test_03_numbers_win_over_french_when_both_are_added(steer03):
 
 
 def test_00_repeating_top_features_are_early_group_and_bos_outweighs_the_rest(mini):
-    """00: the features that lead at 3+ tokens sit in g0-g1, some lead at one token only; BOS's squared norm
+    """00: the two features that lead at four tokens or more sit in g0, some lead at one token only; BOS's squared norm
     outweighs all other tokens' together; every token's error is about a tenth of its norm."""
     model, tok = mini
     rel = get_release("mini")
@@ -687,8 +704,8 @@ def test_00_repeating_top_features_are_early_group_and_bos_outweighs_the_rest(mi
         x_hat = sae.decode(f)
     top = f[1:].topk(3, dim=-1).indices.flatten().tolist()
     counts = {i: top.count(i) for i in set(top)}
-    repeated = [i for i, c in counts.items() if c >= 3]
-    assert repeated and all(rel.group_of(i) <= 1 for i in repeated)
+    repeated = [i for i, c in counts.items() if c >= 4]
+    assert len(repeated) == 2 and all(rel.group_of(i) == 0 for i in repeated)
     assert sum(c == 1 for c in counts.values()) >= 5
     sq = x.float().norm(dim=-1) ** 2
     assert sq[0] > sq[1:].sum()
@@ -785,20 +802,27 @@ def _language(example) -> str | None:
 
 
 def test_02_contrast_winners_are_not_french_only(cards02):
-    """02: "none of the four is French": the broad winners' top contexts are mostly not French; the specific
-    ones fire on at least two Romance languages."""
+    """02: "none of the four is French": their top contexts on held-out text are "mostly Italian"; the held-out
+    text "holds a little more Italian than French, and more Spanish than either"."""
     from collections import Counter
+
+    from saehelpers.text import read_jsonl_gz, shipped_sample_path
 
     model, tok, rel, layer, sae, stats, table = cards02
     broad = table[table.freq_b > 0.05].index[:2]
     specific = table[table.freq_b <= 0.05].index[:2]
+    langs = Counter()
     for f in [*broad, *specific]:
         card = cards.feature_card(model, tok, sae, rel, stats, int(f), n_examples=16)
-        langs = Counter(_language(e) for e in card.top)
-        if f in specific:
-            assert sum(n >= 2 for lang, n in langs.items() if lang) >= 2, (f, langs)
-        else:
-            assert langs["fr"] < len(card.top) / 2, (f, langs)
+        langs_f = Counter(_language(e) for e in card.top)
+        assert langs_f["fr"] < len(card.top) / 4, (f, langs_f)
+        langs += langs_f
+    marked = sum(n for lang, n in langs.items() if lang)
+    assert langs["it"] > marked / 2, langs
+    chars = Counter()
+    for doc in read_jsonl_gz(shipped_sample_path()):  # the held-out sample the package ships
+        chars[doc["lang"]] += len(doc["text"])
+    assert chars["es"] > chars["it"] > chars["fr"] > 0.8 * chars["it"], chars
 
 
 # ---------------------------------------------------------------- 05: prefixes on every layer
@@ -824,16 +848,17 @@ def prefixes05(mini):
 
 
 def test_05_prefix_ev_small_prefix_fair_then_diminishing_and_deeper_is_harder_at_full_width(prefixes05):
-    """05 (and 00's pointer to it): over held-out tokens every prefix scores above 0, the first about a fifth to a
-    quarter; past the second group each group adds less; at full width EV falls with depth, at the smallest widths
-    not; about zero even the smallest prefix scores close to 0.9."""
+    """05 (and 00's pointer to it): over held-out tokens every prefix scores above 0, the first "a fifth to nearly a
+    third"; past the second group each group adds less; at full width "the first layers are the easiest to
+    reconstruct and the last two the hardest, about equally (within 0.02)", at the smallest widths not in order; about zero even the smallest prefix scores close to 0.9."""
     _, _, rel, table = prefixes05
     ev = table.pivot(index="layer", columns="width", values="ev_mean")
     assert (ev.to_numpy() > 0).all()
-    assert ev.iloc[:, 0].between(0.15, 0.3).all()
+    assert ev.iloc[:, 0].between(0.18, 0.32).all()
     gains = ev.diff(axis=1).iloc[:, 1:].to_numpy()  # gains from each group after the first
     assert (gains[:, 1:-1] > gains[:, 2:]).all()  # from the third group on, each adds less
-    assert ev.iloc[:, -1].is_monotonic_decreasing
+    full = ev.iloc[:, -1]
+    assert full[2] > full[6] > max(full[10], full[14]) and abs(full[10] - full[14]) < 0.02
     assert not ev.iloc[:, 0].is_monotonic_decreasing
     assert (table[table.width == rel.matryoshka_widths[0]].ev_zero > 0.85).all()  # "close to 0.9"
 
