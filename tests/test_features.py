@@ -261,9 +261,10 @@ def test_stream_stats_on_the_model_equals_brute_force(mini, sae, small_batches):
     assert torch.equal(best["index"][fired], top.indices.T[fired])
     f = int(stats.counts.argmax())
     i = int(best["index"][f, 0])
-    ctx = acts.context(i).tolist()[-4:]  # the token and up to 3 before it
+    bos = model.config.bos_token_id
+    ctx = [t for t in acts.context(i).tolist()[-4:] if t != bos]  # the token and up to 3 before it
     got = best["tokens"][f, 0, :4].tolist()
-    assert [t for t in got if t != -1] == ctx
+    assert [t for t in got if t != -1] == ctx  # -1 where there is no text, BOS included
     # max_tokens stops at exactly that many tokens
     assert F.stream_stats(model, sae, small_batches, max_tokens=9, progress=False).n_tokens == 9
 
