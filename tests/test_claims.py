@@ -625,12 +625,11 @@ def test_03_lower_layers_french_features_write_other_text_than_the_top_layers(st
         assert 0.2 * top < own < 0.55 * top and ruler < 0.05 and ruler < top / 5
     assert not set(rows[6][3]) & {"la", "le", "de", "un", "el", "es"}  # fragments
     for L in (2, 10):  # Spanish
-        assert sum(w in rows[L][3] for w in ("la", "de", "un", "te", "lo", "ciudad", "visita")) >= 2, rows[L][
-            3
-        ]
+        words = rows[L][3]
+        assert sum(w in words for w in ("la", "de", "un", "te", "lo", "ciudad", "visita")) >= 2, words
 
 
-def test_03_coarse_feature_switches_language_broadly_and_the_fine_one_writes_no_french(steer03):
+def test_03_coarse_feature_changes_english_text_broadly_and_the_fine_one_writes_no_french(steer03):
     """03: the first group's French feature fires on "nearly half of all held-out tokens", on English too; its lens is
     English; it changes the English text but keeps it English, reads back, and the French feature does not; the last
     group's fires on a tiny share and reads back ~0: it changes the English text but writes no French."""
@@ -850,7 +849,8 @@ def prefixes05(mini):
 def test_05_prefix_ev_small_prefix_fair_then_diminishing_and_deeper_is_harder_at_full_width(prefixes05):
     """05 (and 00's pointer to it): over held-out tokens every prefix scores above 0, the first "a fifth to nearly a
     third"; past the second group each group adds less; at full width "the first layers are the easiest to
-    reconstruct and the last two the hardest, about equally (within 0.02)", at the smallest widths not in order; about zero even the smallest prefix scores close to 0.9."""
+    reconstruct and the last two the hardest, about equally (within 0.02)", at the smallest widths not in order;
+    about zero even the smallest prefix scores close to 0.9."""
     _, _, rel, table = prefixes05
     ev = table.pivot(index="layer", columns="width", values="ev_mean")
     assert (ev.to_numpy() > 0).all()
