@@ -127,7 +127,7 @@ def test_01_ev_best_at_first_layer_and_delta_loss_does_not_follow_it(mini):
     first = rel.layers[0]
     assert all(ev[first] > ev[layer] for layer in rel.layers[1:])
     cheapest = min(delta, key=delta.get)
-    assert cheapest == 6 and delta[first] > 2 * delta[cheapest], delta
+    assert cheapest == rel.layers[1] and delta[first] > 2 * delta[cheapest], delta  # layer 6 on mini
     assert delta[first] >= sorted(delta.values())[-2]  # among the two costliest
     assert all(recovered[layer] > 0.9 and delta[layer] > 0 for layer in rel.layers), (recovered, delta)
     assert max(delta.values()) > 0.5
@@ -623,8 +623,9 @@ def test_03_lower_layers_french_features_write_other_text_than_the_top_layers(st
     top = steer03["sweep"].act[m_best]
     for own, ruler, _, _ in rows.values():
         assert 0.2 * top < own < 0.55 * top and ruler < 0.05 and ruler < top / 5
-    assert not set(rows[6][3]) & {"la", "le", "de", "un", "el", "es"}  # fragments
-    for L in (2, 10):  # Spanish
+    first, second, third = rel.layers[:3]  # 2, 6, 10 on mini
+    assert not set(rows[second][3]) & {"la", "le", "de", "un", "el", "es"}  # fragments
+    for L in (first, third):  # Spanish
         words = rows[L][3]
         assert sum(w in words for w in ("la", "de", "un", "te", "lo", "ciudad", "visita")) >= 2, words
 
@@ -858,7 +859,8 @@ def test_05_prefix_ev_small_prefix_fair_then_diminishing_and_deeper_is_harder_at
     gains = ev.diff(axis=1).iloc[:, 1:].to_numpy()  # gains from each group after the first
     assert (gains[:, 1:-1] > gains[:, 2:]).all()  # from the third group on, each adds less
     full = ev.iloc[:, -1]
-    assert full[2] > full[6] > max(full[10], full[14]) and abs(full[10] - full[14]) < 0.02
+    a, b, c, d = full.tolist()  # in layer order
+    assert a > b > max(c, d) and abs(c - d) < 0.02
     assert not ev.iloc[:, 0].is_monotonic_decreasing
     assert (table[table.width == rel.matryoshka_widths[0]].ev_zero > 0.85).all()  # "close to 0.9"
 
