@@ -1,7 +1,7 @@
 """What one layer of notebook 01's and 05's sweeps costs at the real budget, on the real shape, on this CPU.
 
 Both notebooks sweep the real release's 25 layers, one SAE at a time, and nearly all of their time at the
-real budget goes there. This runs one layer (12) of each sweep as its cell does, on the fake hub
+real budget goes there. This runs the middle layer (12) of each sweep as its cell does, on the fake hub
 (`saehelpers.fakehub`: random weights at the release's shapes), offline, with the release's budget, so
 25 times a sweep's per-layer sum estimates its cell:
 
@@ -26,8 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
-LAYER = 12
-
 
 def timed(fn, *args, **kwargs):
     t = time.perf_counter()
@@ -45,7 +43,10 @@ def main() -> None:
 
     from saehelpers import fakehub
 
-    root = fakehub.build_fake_hub(sae_layers=[LAYER], verbose=False)
+    layer = fakehub.SAE_LAYERS[
+        len(fakehub.SAE_LAYERS) // 2
+    ]  # the release's middle layer, as the notebooks pick
+    root = fakehub.build_fake_hub(sae_layers=[layer], verbose=False)
     os.environ.update(real_shape_env(root, args.dtype, full=True))
 
     import saehelpers
@@ -57,7 +58,7 @@ def main() -> None:
     budget = saehelpers.get_budget(rel)
     n = len(budget.sweep_layers)
     model, tok = saehelpers.load_model(rel.name)
-    print(f"model {model.dtype}, {os.cpu_count()} CPUs, layer {LAYER}, x {n} layers for a sweep")
+    print(f"model {model.dtype}, {os.cpu_count()} CPUs, layer {layer}, x {n} layers for a sweep")
 
     if "01" in args.notebooks:
         batches = list(
@@ -70,7 +71,7 @@ def main() -> None:
                 split="heldout",
             )
         )
-        sae, load = timed(saehelpers.load_sae, LAYER, rel.name)
+        sae, load = timed(saehelpers.load_sae, layer, rel.name)
         stats, measure = timed(sae_stats, model, sae, batches, progress=False)
         one = load + measure
         print(
@@ -81,10 +82,10 @@ def main() -> None:
     if "05" in args.notebooks:
         batches = token_batches(tok, rel.name, batch_size=8, seq_len=128, split="heldout")  # as 05's cell
         acts, collect = timed(
-            collect_resid, model, batches, [LAYER], max_tokens=budget.prefix_tokens, progress=False
+            collect_resid, model, batches, [layer], max_tokens=budget.prefix_tokens, progress=False
         )
-        sae = saehelpers.load_sae(LAYER, rel.name)
-        _, metrics = timed(matryoshka.prefix_metrics, sae, rel, acts.acts[LAYER])
+        sae = saehelpers.load_sae(layer, rel.name)
+        _, metrics = timed(matryoshka.prefix_metrics, sae, rel, acts.acts[layer])
         loss_batches = token_batches(tok, rel.name, batch_size=4, seq_len=64, n_batches=budget.loss_batches)
         _, loss = timed(matryoshka.prefix_loss, model, sae, rel, loss_batches, progress=False)
         print(f"05: collect {acts.n_tokens:,} tokens at one layer: {collect:.0f} s")
