@@ -218,7 +218,7 @@ def prefix_loss(model, sae, release, batches, widths=None, strict: bool = True, 
     layer = layer_of(sae, model)
 
     def edits(x, keep):
-        recons = prefix_decode(sae, release, sae.encode(x.to(sae.device, sae.dtype)), widths)
+        recons = prefix_decode(sae, release, sae.encode(x.to(sae.device, sae.dtype)), widths, strict)
 
         def splice(h, r):
             h = h.clone()

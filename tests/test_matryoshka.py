@@ -332,6 +332,22 @@ def test_prefix_loss_full_width_matches_a_plain_splice(mini_model):
         mt.prefix_loss(model, sae, rel, [batch], widths=[])
 
 
+def test_prefix_loss_passes_strict_on(mini_model):
+    import saehelpers
+    from saehelpers.text import token_batches
+
+    model, tok = mini_model
+    rel = get_release("mini")
+    sae = saehelpers.load_sae(rel.layers[0], "mini", dtype="float32")
+    batch = next(token_batches(tok, "mini", 2, 32, n_batches=1))
+    odd = rel.matryoshka_widths[0] + 1  # not a group boundary
+    with pytest.raises(ValueError, match="not a Matryoshka group boundary"):
+        mt.prefix_loss(model, sae, rel, [batch], widths=[odd], progress=False)
+    table = mt.prefix_loss(model, sae, rel, [batch], widths=[odd, rel.d_sae], strict=False, progress=False)
+    assert table.width.tolist() == [odd, rel.d_sae]
+    assert (table.kl >= 0).all() and table.ce.notna().all()
+
+
 def test_tree_explorer_without_widgets_shows_every_parents_tree(monkeypatch):
     import matplotlib
 
