@@ -1,9 +1,12 @@
-"""Run notebooks top to bottom in a fresh kernel each, as a learner would, and report what they printed.
+"""Run notebooks top to bottom in a fresh kernel each, as a learner would, and report time and memory per cell.
 
-Used by the test suite (tests/test_notebooks_run.py) and by benchmarks/bench_memory.py. Per notebook:
-errors, anything written to stderr (warnings, stray progress bars: a learner sees them as pink
-blocks), wall time and the kernel's peak resident memory (VmHWM, what Binder's 2 GB limit is
-about). The executed copy is saved under .cache/executed/ (ignored by git) to be read afterwards.
+The lessons' test run is nbmake's (`pytest --nbmake notebooks`, see conftest.py and tests/claims.py).
+This runner stays for what nbmake does not give: the kernel's peak resident memory after each cell
+(VmHWM, what Binder's 2 GB limit is about: benchmarks/bench_memory.py), the header timings, the real
+release's shapes (scripts/run_real_shape.py), a notebook run in another venv (tests/test_setup_cell.py),
+and running past a failing cell (keep_going: the learner notebooks fail at their exercises and every
+later cell must still run, tests/test_learner_notebooks.py). It reports errors and anything written to
+stderr the same way. The executed copy is saved under .cache/runs/ (.cache/executed/ holds nbmake's).
 
     python scripts/run_notebooks.py [notebooks/00_quickstart.ipynb ...]
 """
@@ -22,7 +25,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-EXECUTED = ROOT / ".cache" / "executed"
+EXECUTED = ROOT / ".cache" / "runs"
 CELL_TIMEOUT = 300  # seconds per cell; the longest, the first model conversion, takes ~1 minute
 
 

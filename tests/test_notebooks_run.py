@@ -1,57 +1,124 @@
-"""Every notebook runs top to bottom on the mini preset, as a learner would run it, and writes nothing to stderr.
+"""The nbmake plugin (../conftest.py, tests/claims.py), checked on tiny synthetic notebooks.
 
-A warning or a stray progress bar on stderr shows as a pink block in JupyterLab and makes a
-learner doubt the lesson, so it fails the test like an error does. The executed copies are saved
-under .cache/executed/ for reading; `python scripts/run_notebooks.py` runs the same thing by hand.
+The lessons themselves run under `pytest --nbmake notebooks` (the README's test command), once each;
+these tests check what that run promises: a notebook fails on an error and on anything written to
+stderr, with the cell named; a clean run leaves its executed copy with `saehelpers_run` metadata and
+the kernel's variables for the claim tests.
 """
 
-import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
+import claims
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-
-spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
-runner = importlib.util.module_from_spec(spec)
-sys.modules["run_notebooks"] = runner  # dataclasses look their module up there
-spec.loader.exec_module(runner)
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_clean(path, monkeypatch):
-    monkeypatch.setenv("SAEHELPERS_PRESET", "mini")
-    result = runner.run(path)
-    assert not result.errors, f"{path.name} failed: {result.errors}"
-    assert not result.stderr, f"{path.name} wrote to stderr: {result.stderr}"
-    assert len(result.cell_seconds) == len(result.cell_peak_mb) > 3
-
-
-def test_runner_reports_errors_and_stderr(tmp_path):
-    import nbformat
-
+def _notebook(folder: Path, name: str, *sources: str) -> Path:
     nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("import warnings; warnings.warn('look at me')"),
-        nbformat.v4.new_code_cell("1 / 0"),
-        nbformat.v4.new_code_cell("print('never runs')"),
-    ]
-    path = tmp_path / "bad.ipynb"
+    nb.cells = [nbformat.v4.new_markdown_cell("# a synthetic lesson")]
+    nb.cells += [nbformat.v4.new_code_cell(s) for s in sources]
+    path = folder / name
     nbformat.write(nb, path)
-    result = runner.run(path, save=False)
-    assert not result.ok
-    assert len(result.stderr) == 1 and "look at me" in result.stderr[0]
-    assert (
-        len(result.errors) == 1
-        and result.errors[0].startswith("cell 1:")
-        and "ZeroDivisionError" in result.errors[0]
+    return path
+
+
+def test_a_clean_run_leaves_its_copy_metadata_and_variables(tmp_path):
+    src = _notebook(
+        tmp_path,
+        "ok.ipynb",
+        "import time, pandas as pd\npreset = 'mini'\ntime.sleep(0.3)",
+        "table = pd.DataFrame({'ev': [0.5, 0.7]})\nprint(table.ev.sum())",
+        "import os\nhere = os.getcwd()",
     )
-    assert len(result.cell_seconds) == 2  # stops at the failing cell, as "run all" does
-    assert result.peak_mb > 10
+    out = tmp_path / "executed"
+    result = claims.execute(src, out=out, session="s1")
+    assert result.error is None
+    copy = nbformat.read(out / "ok.ipynb", as_version=4)
+    meta = copy.metadata["saehelpers_run"]
+    assert set(meta) == {"source_sha256", "preset", "date", "seconds", "cell_seconds", "versions"}
+    assert meta["source_sha256"] == claims.source_sha256(src) and meta["preset"] == "mini"
+    assert len(meta["cell_seconds"]) == len(copy.cells) == 4 and meta["cell_seconds"][0] == 0.0
+    assert 0.3 <= meta["cell_seconds"][1] < meta["seconds"]
+    assert meta["versions"]["nbmake"] and meta["versions"]["torch"]
+    assert copy.cells[2].outputs[0]["text"].strip() == "1.2"
+    assert "nbmake" not in copy.cells[-1].metadata  # the variable dump leaves no trace in the copy
+    assert (out / "ok.session").read_text() == "s1"
+    dumped = claims._load_vars(out / "ok.vars.pkl")
+    assert list(dumped["table"].ev) == [0.5, 0.7] and "pd" not in dumped and "time" not in dumped
 
 
-def test_runner_names_a_missing_notebook(tmp_path):
+def test_an_error_names_its_cell_and_leaves_no_copy(tmp_path):
+    src = _notebook(tmp_path, "err.ipynb", "x = 1", "1 / 0", "print('never runs')")
+    out = tmp_path / "executed"
+    (out).mkdir()
+    (out / "err.ipynb").write_text("stale")
+    result = claims.execute(src, out=out)
+    assert result.error.failing_cell_index == 2
+    assert result.error.summary == "err.ipynb, cell 2: ZeroDivisionError: division by zero"
+    assert not (out / "err.ipynb").exists() and not (out / "err.vars.pkl").exists()
+
+
+def test_stderr_fails_the_run_and_names_the_cell(tmp_path):
+    src = _notebook(
+        tmp_path,
+        "warn.ipynb",
+        "x = 1",
+        "import warnings\nwarnings.warn('look at me')",
+        "import sys\nprint('a stray bar', file=sys.stderr)",
+    )
+    result = claims.execute(src, out=tmp_path / "executed")
+    assert result.error.failing_cell_index == 2
+    assert result.error.summary.startswith("warn.ipynb, cell 2 wrote to stderr (and 1 more stderr outputs):")
+    assert "UserWarning: look at me" in result.error.summary
+    assert "cell 3:" in result.error.trace and "a stray bar" in result.error.trace
+    assert not (tmp_path / "executed" / "warn.ipynb").exists()
+
+
+def test_a_missing_notebook_says_what_to_give(tmp_path):
     with pytest.raises(FileNotFoundError, match="notebooks/00_quickstart.ipynb"):
-        runner.run(tmp_path / "nope.ipynb")
+        claims.execute(tmp_path / "nope.ipynb", out=tmp_path)
+    with pytest.raises(FileNotFoundError, match="00_quickstart"):
+        claims.resolve("99_nope")
+
+
+def test_run_helpers_name_missing_sentences_and_variables():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("EV rises with\nevery group.")]
+    run = claims.Run("x", nb, {"ev": 0.5})
+    assert run.sentence("EV rises with every group") == 0
+    with pytest.raises(AssertionError, match="no cell says 'EV falls'"):
+        run.sentence("EV falls")
+    with pytest.raises(AssertionError, match="no variable 'loss'.*it has: ev"):
+        run.var("loss")
+    assert claims.positive(0.5, "ev") == 0.5
+    for bad in (0, None, float("nan")):
+        with pytest.raises(AssertionError, match="ev is"):
+            claims.positive(bad, "ev")
+
+
+def test_pytest_nbmake_runs_through_the_plugin(tmp_path):
+    """`pytest --nbmake` on a folder in the repository: the stderr failure is nbmake's, naming the cell."""
+    folder = ROOT / ".cache" / "plugin-test"
+    folder.mkdir(parents=True, exist_ok=True)
+    good = _notebook(folder, "good.ipynb", "preset = 'mini'\nvalue = 2 + 2")
+    bad = _notebook(folder, "noisy.ipynb", "import sys\nsys.stderr.write('oops\\n')")
+    env = {**os.environ, "SAEHELPERS_EXECUTED": str(tmp_path), "SAEHELPERS_NBRUN_SESSION": "sub"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbmake", "-p", "no:cacheprovider", "-q", str(good), str(bad)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 failed, 1 passed" in done.stdout
+    assert "noisy.ipynb, cell 1 wrote to stderr: oops" in done.stdout
+    meta = nbformat.read(tmp_path / "good.ipynb", as_version=4).metadata["saehelpers_run"]
+    assert meta["preset"] == "mini" and (tmp_path / "good.session").read_text() == "sub"
+    assert claims._load_vars(tmp_path / "good.vars.pkl")["value"] == 4
