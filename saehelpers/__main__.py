@@ -186,9 +186,16 @@ def doctor(workshop: bool = False, min_free_gb: float | None = None) -> int:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["atlas"]:  # its own options: python -m saehelpers atlas -h
+        from .atlas.cli import main as atlas
+
+        return atlas(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m saehelpers")
     parser.add_argument(
-        "command", choices=["doctor"], help="doctor: check this machine and the preset choice"
+        "command",
+        choices=["doctor", "atlas"],
+        help="doctor: check this machine and the preset choice; atlas: write a feature atlas (atlas -h)",
     )
     parser.add_argument(
         "--workshop",
