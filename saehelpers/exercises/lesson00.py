@@ -80,7 +80,7 @@ EV_MISTAKES = (
 )
 
 
-def check_explained_variance(fn) -> int:
+def check_explained_variance(fn) -> None:
     """fn(x, x_hat, about="mean") -> float, for x and x_hat of shape [n_tokens, d_model]:
     1 - sum ||x - x_hat||^2 / sum ||x - mu||^2, with mu the mean over tokens (about="mean") or 0 (about="zero")."""
     return check("explained_variance", fn, metrics.explained_variance, _ev_cases(), EV_MISTAKES)
@@ -145,7 +145,7 @@ def _bos_cases() -> list[Case]:
     return cases
 
 
-def check_ev_without_bos(fn) -> int:
+def check_ev_without_bos(fn) -> None:
     """fn(x, x_hat, input_ids, bos_id) -> float, for x and x_hat of shape [batch, seq, d_model]:
     explained variance about the mean over every token that is not BOS, pooled across rows."""
     return check("ev_without_bos", fn, _without_bos, _bos_cases(), BOS_MISTAKES)

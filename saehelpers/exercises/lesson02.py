@@ -118,7 +118,7 @@ def _realistic_x(sae, n: int, seed: int) -> torch.Tensor:
     return x.to(sae.device, sae.dtype)
 
 
-def check_encode(fn, sae) -> int:
+def check_encode(fn, sae) -> None:
     """fn(sae, x) -> [n_tokens, d_sae]: the SAE's feature activations, by hand from its weights:
     pre = (x - b_dec) @ W_enc + b_enc, kept where pre > threshold, else 0."""
     cases = []
@@ -213,7 +213,7 @@ def _top_cases() -> list[Case]:
     return cases
 
 
-def check_top_positions(fn) -> int:
+def check_top_positions(fn) -> None:
     """fn(acts, k) -> [(text_index, position), ...]: where the k largest positive activations of one feature
     are in acts [n_texts, seq], largest first; fewer than k if fewer are positive."""
     return check("top_positions", fn, _top_positions, _top_cases(), TOP_MISTAKES)

@@ -154,7 +154,7 @@ def _steer_cases() -> list[Case]:
     return cases
 
 
-def check_steer_positions(fn) -> int:
+def check_steer_positions(fn) -> None:
     """fn(resid, vector, coef, positions) -> a new tensor: resid [batch, seq, d_model] plus coef * vector
     [d_model] at the token positions listed, in every row; the other positions unchanged."""
     return check("steer_positions", fn, _steer_positions, _steer_cases(), STEER_MISTAKES)
@@ -234,7 +234,7 @@ def _clamp_cases(sae, toy: bool) -> list[Case]:
     return cases
 
 
-def check_clamp_resid(fn, sae) -> int:
+def check_clamp_resid(fn, sae) -> None:
     """fn(resid, sae, feature, value) -> resid with the feature's activation set to value at every token,
     through the SAE: resid + (value - a) * d, a the feature's activation there, d its decoder row."""
     cases = _clamp_cases(toy_sae(), True) + _clamp_cases(sae, False)

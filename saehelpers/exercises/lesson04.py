@@ -76,7 +76,7 @@ def _ablate_cases(sae, toy: bool) -> list[Case]:
     return cases
 
 
-def check_ablate_resid(fn, sae) -> int:
+def check_ablate_resid(fn, sae) -> None:
     """fn(resid, sae, features) -> resid with the listed features zero-ablated at every token, the SAE's
     error term and every other feature kept: resid - sum over f in features of a_f * d_f."""
     cases = _ablate_cases(toy_sae(), True) + _ablate_cases(sae, False)
@@ -144,7 +144,7 @@ def _attribution_cases() -> list[Case]:
     return cases
 
 
-def check_attribution(fn) -> int:
+def check_attribution(fn) -> None:
     """fn(acts, grad, W_dec) -> [seq, d_sae]: the first-order change in the metric when feature f is
     ablated at token t alone, (0 - acts[t, f]) * (grad[t] . W_dec[f])."""
     return check("attribution", fn, _attribution, _attribution_cases(), ATTRIBUTION_MISTAKES)

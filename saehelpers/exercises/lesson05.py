@@ -80,7 +80,7 @@ def _prefix_cases() -> list[Case]:
     return cases
 
 
-def check_prefix_recons(fn) -> int:
+def check_prefix_recons(fn) -> None:
     """fn(feature_acts, W_dec, b_dec, widths) -> {w: reconstruction from latents 0..w-1}, for feature_acts
     [n, d_sae], W_dec [d_sae, d_model], b_dec [d_model] and increasing widths; each value [n, d_model]."""
     return check("prefix_recons", fn, _prefix_recons, _prefix_cases(), PREFIX_MISTAKES)
@@ -127,7 +127,7 @@ def _group_cases() -> list[Case]:
     return cases
 
 
-def check_group_of(fn) -> int:
+def check_group_of(fn) -> None:
     """fn(latents, widths) -> LongTensor of the group of each latent: group i holds latents
     widths[i-1]..widths[i]-1 (group 0 starts at latent 0)."""
     return check("group_of", fn, _group_of, _group_cases(), GROUP_MISTAKES)

@@ -34,6 +34,11 @@ def _raw_dot_index(W_dec, directions):
     return i, cos.gather(0, i[None])[0]
 
 
+def _euclidean(W_dec, directions):
+    i = torch.cdist(directions, W_dec).argmin(1)
+    return i, _cos(W_dec, directions).gather(0, i[None])[0]
+
+
 def _wrong_axis(W_dec, directions):
     best = _cos(W_dec, directions).max(1)
     return best.indices, best.values
@@ -65,6 +70,13 @@ MATCH_MISTAKES = (
     Mistake("raw_dot", _raw_dot, _RAW),
     Mistake("raw_dot_index", _raw_dot_index, _RAW),
     Mistake(
+        "euclidean",
+        _euclidean,
+        "you took the decoder row nearest each feature by Euclidean distance, which also depends on the "
+        "rows' lengths: a short row pointing right at a feature loses to a longer one that points further "
+        "away. Compare directions only: the cosine, each row divided by its norm.",
+    ),
+    Mistake(
         "wrong_axis",
         _wrong_axis,
         "you found the best feature for each latent (one answer per decoder row). The exercise asks for "
@@ -91,10 +103,22 @@ def _match_cases() -> list[Case]:
         perm = torch.randperm(d_sae, generator=g)
         label = f"{n_features} true features, {d_sae} latents, d {d}, decoder rows of different lengths"
         cases.append(Case(label, (W[perm], directions)))
+    # Rows of different lengths, close together: feature 0 has a short row pointing right at it (cosine
+    # 0.99, length 0.3) beside a row of length 1 at cosine 0.8, which is nearer in Euclidean distance.
+    g = generator(610)
+    directions = _unit(torch.randn(3, 10, generator=g))
+    W = 3 * _unit(torch.randn(7, 10, generator=g))
+    W[:3] = 0.3 * _unit(directions + 0.14 * _unit(torch.randn(3, 10, generator=g)))
+    other = torch.randn(10, generator=g)
+    other = _unit(other - (other @ directions[0]) * directions[0])
+    W[3] = 0.8 * directions[0] + 0.6 * other
+    perm = torch.randperm(7, generator=g)
+    label = "3 true features, 7 latents, d 10, a short row at cosine 0.99 beside a long one at 0.8"
+    cases.append(Case(label, (W[perm], directions)))
     return cases
 
 
-def check_best_match(fn) -> int:
+def check_best_match(fn) -> None:
     """fn(W_dec, directions) -> (latents, cosines), for W_dec [d_sae, d] and unit rows directions
     [n_features, d]: for each true feature, the latent whose decoder row has the highest cosine with it."""
     return check("best_match", fn, _best_match, _match_cases(), MATCH_MISTAKES)
@@ -168,7 +192,7 @@ def _absorption_cases() -> list[Case]:
     return cases
 
 
-def check_absorption_score(fn) -> int:
+def check_absorption_score(fn) -> None:
     """fn(latent_acts, child_on) -> float, for latent_acts [n] (the parent's latent) and child_on bool [n]:
     the share of the samples with a child present on which the latent is silent (activation 0)."""
     return check("absorption_score", fn, _absorption, _absorption_cases(), ABSORPTION_MISTAKES)
