@@ -31,12 +31,16 @@ def _runtest(item):
     from nbmake.pytest_items import NotebookFailedException
 
     option = item.config.option
+    given = any(a.startswith("--nbmake-timeout") for a in item.config.invocation_params.args)
     source = Path(item.filename)
     if not source.is_absolute():
         source = Path(item.config.rootdir) / source
     result = claims.with_mini(
         lambda: claims.execute(
-            source, option.nbmake_timeout, kernel=option.nbmake_kernel, session=os.environ[claims.SESSION]
+            source,
+            option.nbmake_timeout if given else claims.TIMEOUT,
+            kernel=option.nbmake_kernel,
+            session=os.environ[claims.SESSION],
         )
     )
     if result.error is not None:

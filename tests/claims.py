@@ -38,7 +38,9 @@ NOTEBOOKS = ROOT / "notebooks"
 EXECUTED = Path(os.environ.get("SAEHELPERS_EXECUTED") or ROOT / ".cache" / "executed")
 SESSION = "SAEHELPERS_NBRUN_SESSION"  # set by the plugin at startup: which test session wrote a run
 REUSE = "SAEHELPERS_REUSE_EXECUTED"
-TIMEOUT = 300  # seconds per cell (nbmake's default); the longest, the first model conversion, takes ~1 min
+# Seconds per cell, unless --nbmake-timeout says otherwise: the longest cells (the first model conversion, 01's
+# and 05's layer sweeps) take about a minute on an idle 2-core CPU, and several times that on a busy one.
+TIMEOUT = 900
 PACKAGES = ("torch", "transformers", "sae-lens", "saehelpers", "nbmake", "nbclient", "seaborn", "matplotlib")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in a kernel's traceback
 MAX_VAR_BYTES = 20_000_000  # a variable pickled larger than this is left out of the dump
