@@ -27,8 +27,9 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 TAG = "exercise"
 NOTE = (
     "**This is the exercise version.** Each cell marked *Exercise* asks you to write a small function, "
-    "then checks it (`exercises.check_...`); a failed check says what is wrong and how to fix it. Cells "
-    "after an exercise use saehelpers' own functions, so you can skip one and go on. The solutions are in "
+    "then checks it (`exercises.check_...`); a failed check says what is wrong and how to fix it. *Run All* "
+    "runs the whole notebook: an exercise you have not written yet says so in one line, and the cells below "
+    "it use saehelpers' own version, so you can skip one and go on. The solutions are in "
     "[`notebooks/{name}`](../notebooks/{name})."
 )
 
