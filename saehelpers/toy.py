@@ -26,7 +26,7 @@ import torch
 
 from .checks import as_int, check_finite, check_int
 from .progress import progress_bar
-from .release import get_release
+from .release import as_release, get_release
 
 
 @dataclass
@@ -245,6 +245,7 @@ def absorption(sae, toy: Toy, feats: torch.Tensor, x: torch.Tensor, release=None
     - child_cosine: mean, over the children, of the best latent's cosine with the child's true
       direction (a child latent that absorbed its parent points between the two, cosine ~0.7).
     """
+    release = None if release is None else as_release(release)
     acts = sae.encode(x)
     cos = cosines(sae, toy)
     rows = []

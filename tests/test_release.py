@@ -6,7 +6,6 @@ import pytest
 
 import saehelpers
 from saehelpers import get_release, release
-from saehelpers.presets import Choice, choose_preset
 from saehelpers.release import CARD_EXPLAINED_VARIANCE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,44 +93,6 @@ def test_unknown_preset(bad):
         saehelpers.get_release(bad)
 
 
-def test_choice_explicit_and_env(monkeypatch, capsys):
-    assert choose_preset("mini").name == "mini"
-    assert "asked for explicitly" in capsys.readouterr().out
-    monkeypatch.setenv("SAEHELPERS_PRESET", "gemma-3-1b")
-    choice = choose_preset()
-    out = capsys.readouterr().out.strip()
-    assert choice == Choice("gemma-3-1b", "SAEHELPERS_PRESET=gemma-3-1b is set")
-    assert out.count("\n") == 0 and "preset 'gemma-3-1b'" in out
-    monkeypatch.setenv("SAEHELPERS_PRESET", "big")
-    with pytest.raises(ValueError, match="Valid values: gemma-3-1b, mini"):
-        choose_preset()
-
-
-def test_auto_choice_offline_without_cache_is_mini(monkeypatch, tmp_path, capsys):
-    from huggingface_hub import constants
-
-    monkeypatch.delenv("SAEHELPERS_PRESET", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    choice = choose_preset()
-    assert choice.name == "mini"
-    assert "not in the local Hugging Face cache" in choice.reason
-    assert capsys.readouterr().out.startswith("saehelpers: preset 'mini'")
-
-
-def test_auto_choice_without_token_online_is_mini(monkeypatch, tmp_path):
-    from huggingface_hub import constants
-
-    import saehelpers.presets
-
-    monkeypatch.delenv("SAEHELPERS_PRESET", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(saehelpers.presets, "hf_token", lambda: None)
-    choice = choose_preset(announce=False)
-    assert choice.name == "mini" and "no Hugging Face token" in choice.reason
-
-
 def test_no_import_circle_between_modules():
     """The package's module-level imports form no cycle (release.py, the facts, imports only checks)."""
     import ast
@@ -153,19 +114,6 @@ def test_no_import_circle_between_modules():
     assert graph["release"] == {"checks"}
 
 
-def test_get_release_none_uses_the_chosen_preset_without_the_hub(monkeypatch):
-    from saehelpers import release
-
-    monkeypatch.delenv("SAEHELPERS_PRESET", raising=False)
-    monkeypatch.setattr(release, "_chosen", [])
-    with pytest.raises(ValueError, match=r"No preset chosen yet: pass one, e.g. get_release\('mini'\)"):
-        get_release()
-    choose_preset("mini", announce=False)
-    assert get_release().name == "mini"
-    monkeypatch.setenv("SAEHELPERS_PRESET", "gemma-3-1b")
-    assert get_release().name == "gemma-3-1b"
-
-
 @pytest.mark.parametrize("bad", [3, 1.5, ["mini"], object()])
 def test_as_release_takes_a_release_or_a_preset_name(bad):
     from saehelpers.release import as_release
@@ -173,3 +121,163 @@ def test_as_release_takes_a_release_or_a_preset_name(bad):
     assert as_release("mini") == get_release("mini") and as_release(get_release("mini")).name == "mini"
     with pytest.raises(ValueError, match=r"release must be a Release .* or a preset name"):
         as_release(bad)
+
+
+def _public_functions_taking_a_release():
+    """(qualified name, function) of every public function or method of saehelpers with a `release` or
+    `preset` parameter."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    found = {}
+    for info in pkgutil.walk_packages(saehelpers.__path__, "saehelpers."):
+        if info.name.endswith("__main__") or info.name.startswith(
+            ("saehelpers.atlas", "saehelpers.exercises")
+        ):
+            continue  # the atlas and the exercises' checkers have tests of their own
+        mod = importlib.import_module(info.name)
+        for name in getattr(mod, "__all__", [n for n in vars(mod) if not n.startswith("_")]):
+            obj = getattr(mod, name, None)
+            if getattr(obj, "__module__", None) != mod.__name__:
+                continue
+            members = [(name, obj)] if inspect.isfunction(obj) else []
+            if inspect.isclass(obj):
+                members = [(f"{name}.{k}", v) for k, v in vars(obj).items() if inspect.isfunction(v)]
+                members = [(k, v) for k, v in members if not k.split(".")[-1].startswith("_")]
+            for qual, fn in members:
+                if {"release", "preset"} & set(inspect.signature(fn).parameters):
+                    found[f"{info.name.removeprefix('saehelpers.')}.{qual}"] = fn
+    return found
+
+
+def test_every_public_release_argument_takes_a_release_or_a_preset_name(mini, monkeypatch):
+    """CONTRIBUTING's rule, over the whole public API: where a function takes `release` (or `preset`), a
+    Release and its preset name give the same result. A new function with such an argument must be added here."""
+    import contextlib
+    import io
+
+    import pandas as pd
+    import torch
+    import transformers
+
+    from saehelpers import (
+        ablation,
+        budgets,
+        cards,
+        features,
+        loading,
+        matryoshka,
+        presets,
+        text,
+        toy,
+        widgets,
+    )
+    from saehelpers.tokens import text_batches
+
+    monkeypatch.setenv("SAEHELPERS_WIDGETS", "0")
+    # What is checked is which preset each function reads: the model's own loading and generation are
+    # tested elsewhere, so these hand back the loaded model and the prompt (seconds each, not half a minute).
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: mini[0])
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: mini[1])
+    monkeypatch.setattr(widgets, "generate", lambda model, tok, prompt, n: prompt)
+    model, tok = mini
+    rel = get_release("mini")
+    sae = saehelpers.load_sae(rel.layers[0], "mini", dtype="float32")
+    ids = tok(["The cat sat on the mat."], return_tensors="pt")
+    x = torch.randn(6, rel.d_model)
+    acts = sae.encode(x)
+    stats = features.stream_stats(
+        model, sae, text_batches(tok, ["A cat.", "The dog ran home."]), k=2, progress=False
+    )
+    task = ablation.make_task(tok, [("The capital of France is", " Paris", " London")])
+    world = toy.make_toy(seed=0)
+    feats, tx = world.sample(200, seed=1)
+    tsae = toy.train(world, True, seed=1, steps=20, progress=False)
+
+    def run_model(ctx):
+        with ctx:
+            return model(**ids).logits
+
+    def printed(fn, *args):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            fn(*args)
+        return out.getvalue()
+
+    calls = {
+        "ablation.ablate_group": lambda r: run_model(ablation.ablate_group(model, sae, r, 0)),
+        "ablation.ablate_outside": lambda r: run_model(
+            ablation.ablate_outside(model, sae, r, rel.matryoshka_widths[0])
+        ),
+        "ablation.attribute": lambda r: ablation.attribute(model, sae, task, tokenizer=tok, release=r),
+        "budgets.get_budget": budgets.get_budget,
+        "cards.feature_card": lambda r: str(
+            cards.feature_card(model, tok, sae, r, stats, int(stats.counts.argmax()))
+        ),
+        "features.contrast": lambda r: features.contrast(model, tok, sae, r, ["A cat."], ["A dog."]),
+        "features.feature_stats": lambda r: (
+            features.feature_stats(
+                model, tok, sae, r, n_tokens=64, k=2, batch_size=2, seq_len=16, cache=False, progress=False
+            ).counts
+        ),
+        "loading.check_memory": lambda r: loading.check_memory(r, "cpu", torch.float32),
+        "loading.check_sae": lambda r: loading.check_sae(sae, r, model),
+        "loading.iter_saes": lambda r: [
+            s.cfg.metadata.hook_name for s in loading.iter_saes(rel.layers[0], r)
+        ],
+        "loading.load_model": lambda r: type(loading.load_model(r, dtype="float32")[0]).__name__,
+        "loading.load_sae": lambda r: loading.load_sae(rel.layers[0], r, dtype="float32").W_dec,
+        "loading.sae_path": lambda r: loading.sae_path(rel.layers[0], r),
+        "matryoshka.check_width": lambda r: matryoshka.check_width(r, rel.matryoshka_widths[0]),
+        "matryoshka.check_widths": lambda r: matryoshka.check_widths(r),
+        "matryoshka.group_of": lambda r: matryoshka.group_of(r, rel.d_sae - 1),
+        "matryoshka.groups": matryoshka.groups,
+        "matryoshka.hierarchy": lambda r: matryoshka.hierarchy(sae, r, acts, [0], min_child_fires=0),
+        "matryoshka.latent_groups": matryoshka.latent_groups,
+        "matryoshka.parent_children": lambda r: matryoshka.parent_children(
+            sae, r, acts, 0, min_child_fires=0
+        ),
+        "matryoshka.prefix_decode": lambda r: matryoshka.prefix_decode(sae, r, acts),
+        "matryoshka.prefix_loss": lambda r: matryoshka.prefix_loss(
+            model, sae, r, [ids], rel.d_sae, progress=False
+        ),
+        "matryoshka.prefix_metrics": lambda r: matryoshka.prefix_metrics(sae, r, x),
+        "presets.choose_preset": lambda r: presets.choose_preset(r, announce=False),
+        "presets.current_preset": presets.current_preset,
+        "release.as_release": release.as_release,
+        "release.check_preset": release.check_preset,
+        "release.get_release": get_release,
+        "release.remember_choice": release.remember_choice,
+        "text.iter_texts": lambda r: list(text.iter_texts(r, limit=2)),
+        "text.token_batches": lambda r: next(text.token_batches(tok, r, 2, 16)),
+        "toy.absorption": lambda r: toy.absorption(tsae, world, feats, tx, r),
+        "widgets.explorer": lambda r: repr(widgets.explorer(model, tok, sae, r, 0, stats=stats)),
+        "widgets.steering_panel": lambda r: printed(
+            widgets.steering_panel,
+            model,
+            tok,
+            r,
+            rel.layers[0],
+            0,
+            1.0,
+            "The cat",
+            2,
+            {rel.layers[0]: sae},
+            [ids],
+        ),
+    }
+    assert set(calls) == set(_public_functions_taking_a_release())
+    for name, call in calls.items():
+        by_name, by_release = call("mini"), call(rel)
+        if isinstance(by_name, dict) and not isinstance(by_name, pd.DataFrame):
+            assert by_name.keys() == by_release.keys(), name
+            by_name, by_release = list(by_name.values()), list(by_release.values())
+        if isinstance(by_name, pd.DataFrame):
+            pd.testing.assert_frame_equal(by_name, by_release)
+        elif isinstance(by_name, (list, tuple)) and by_name and isinstance(by_name[0], torch.Tensor):
+            assert all(torch.equal(a, b) for a, b in zip(by_name, by_release)), name
+        elif isinstance(by_name, torch.Tensor):
+            assert torch.equal(by_name, by_release), name
+        else:
+            assert by_name == by_release, name
