@@ -172,9 +172,10 @@ def doctor(workshop: bool = False, min_free_gb: float | None = None) -> int:
 
     row("HF cache", f"{constants.HF_HUB_CACHE} ({_gb(_size(Path(constants.HF_HUB_CACHE)))})")
     can_run = (choice is not None and choice.name == release.REAL and ok) or (mini_ok and bool(shipped))
-    row("verdict", ("OK: a preset can run here." if can_run else "No preset can run here; see above."))
     if not workshop:
+        row("verdict", ("OK: a preset can run here." if can_run else "No preset can run here; see above."))
         return 0 if can_run else 1
+    # One verdict for a workshop, its last row: the mini preset and everything below.
     failed = workshop_rows(dtype, converted, mini_ok, min_free_gb)
     if not (mini_ok and shipped):
         failed.insert(0, "mini preset")

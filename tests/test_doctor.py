@@ -112,6 +112,8 @@ def test_workshop_passes_when_converted_with_room_and_a_widget_front_end(tmp_pat
     assert rows["jupyterlab"].startswith(f"ok: {md.version('jupyterlab')}")
     assert rows["workshop"] == "OK: ready for the workshop."
     assert code == 0
+    # One verdict, the last row: no "verdict OK" above a workshop verdict.
+    assert "verdict" not in rows and list(rows)[-1] == "workshop"
 
 
 def test_workshop_fails_on_a_full_disk_and_ipywidgets_7(tmp_path):
@@ -136,6 +138,7 @@ def test_workshop_fails_on_a_full_disk_and_ipywidgets_7(tmp_path):
     assert rows["mini converted"].startswith("ok: ")
     assert rows["workshop"].startswith("NOT READY: fix disk, widgets")
     assert code == 1
+    assert "verdict" not in rows and list(rows)[-1] == "workshop" and "OK" not in text.split("workshop")[-1]
 
 
 @pytest.mark.skipif(not front_end_ok(), reason="needs ipywidgets 8 and jupyterlab_widgets")
