@@ -9,7 +9,9 @@ files are the same for any K. torch.distributed is the engine: gloo on CPUs, NCC
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,8 +99,16 @@ def _closing(group: Group):
 
 
 @torch.no_grad()
-def collect(model, sae, layer, batches, tokens, group, k, before, after, progress=True) -> AtlasStats:
-    """One layer's statistics over the first `tokens` kept tokens of `batches`, merged on rank 0."""
+def collect(
+    model, sae, layer, batches, tokens, group, k, before, after, progress=True, clock=None
+) -> AtlasStats:
+    """One layer's statistics over the first `tokens` kept tokens of `batches`, merged on rank 0.
+
+    clock: a dict that gets the seconds spent encoding ("encode_s"), in the statistics ("merge_s") and
+    waiting for or gathering from the other processes ("gather_s")."""
+    clock = {} if clock is None else clock
+    for name in ("encode_s", "merge_s", "gather_s"):
+        clock.setdefault(name, 0.0)
     stats = AtlasStats(sae.cfg.d_sae, k, before, after)
     bos = model.config.bos_token_id
     seen, i, pending = 0, 0, None
@@ -114,14 +124,20 @@ def collect(model, sae, layer, batches, tokens, group, k, before, after, progres
         if i % group.world == 0:
             pending = Moments(stats.d_sae)  # this rank's batch of the round (none: zeros, a no-op merge)
         if i % group.world == group.rank:
+            t = time.perf_counter()
             x = hooks.resid_post(model, ids.to(model.device), [layer], mask.to(model.device))[layer]
             feats = _dense_on_cpu(sae.encode(x.to(sae.device, sae.dtype)).reshape(-1, stats.d_sae))
+            t2 = time.perf_counter()
             pending = stats.add(feats, ids, keep, seen)
+            clock["encode_s"] += t2 - t
+            clock["merge_s"] += time.perf_counter() - t2
         seen += n
         i += 1
         bar.update(n)
         if i % group.world == 0:
-            stats.merge_moments([Moments.unstack(t) for t in group.gather(pending.stack())])
+            t = time.perf_counter()
+            stats.merge_moments([Moments.unstack(m) for m in group.gather(pending.stack())])
+            clock["gather_s"] += time.perf_counter() - t
             pending = None
         if seen >= tokens:
             break
@@ -131,17 +147,18 @@ def collect(model, sae, layer, batches, tokens, group, k, before, after, progres
     if seen == 0:
         raise ValueError("No tokens to read: the text was empty or held only BOS and padding.")
     stats.n_tokens = seen
-    tables = stats.tables()
-    gathered = {name: group.gather(t) for name, t in tables.items()}
+    t = time.perf_counter()
+    gathered = {name: group.gather(x) for name, x in stats.tables().items()}
     if group.rank == 0:
         stats.merge_tables([{n: g[r] for n, g in gathered.items()} for r in range(1, group.world)])
+    clock["gather_s"] += time.perf_counter() - t
     return stats
 
 
 def build_atlas(
     preset: str, layers, tokens: int, out, *, examples: int = 10, before: int = 8, after: int = 4,
     batch_size: int = 8, seq_len: int = 128, texts=None, overwrite: bool = False, progress: bool = True,
-    device=None, dtype=None, threads: int | None = None,
+    device=None, dtype=None, threads: int | None = None, timings=None,
 ) -> Path | None:  # fmt: skip
     """Compute and write the atlas of `layers` over `tokens` held-out tokens into folder `out`.
 
@@ -149,6 +166,7 @@ def build_atlas(
     threads: CPU threads per process (torch.set_num_threads). On a CPU the activations' last bits depend on
     the thread count, so K processes give the same files as one when each uses as many threads
     (torchrun gives each process one thread unless OMP_NUM_THREADS says otherwise).
+    timings: a JSON file (outside `out`) where rank 0 writes the seconds each phase took, per layer.
     """
     rel = get_release(preset)
     if isinstance(layers, int):
@@ -174,18 +192,25 @@ def build_atlas(
         if group.world > 1 and device is None:
             device = pick_device(None)
         model, tokenizer = load_model(rel.name, device=device, dtype=dtype)
-        described = []
+        described, clocks = [], []
         for layer in layers:
+            start = time.perf_counter()
             sae = load_sae(layer, rel.name, device=device, dtype=dtype)
+            clock = {"layer": layer, "load_s": time.perf_counter() - start}
             batches = token_batches(tokenizer, rel.name, batch_size, seq_len, split="heldout", texts=texts)
-            stats = collect(model, sae, layer, batches, tokens, group, examples, before, after, progress)
+            t = time.perf_counter()
+            stats = collect(
+                model, sae, layer, batches, tokens, group, examples, before, after, progress, clock
+            )
+            clock |= {"stream_s": time.perf_counter() - t, "tokens": stats.n_tokens}
+            t = time.perf_counter()
             ids, vals = lens_tables(model, sae.W_dec.detach(), group.rank, group.world, progress)
-            lens = (
-                sum(group.gather(ids)),
-                sum(group.gather(vals)),
-            )  # each chunk is one rank's, zeros elsewhere
+            lens = (sum(group.gather(ids)), sum(group.gather(vals)))  # a chunk is one rank's, zeros elsewhere
+            clock["lens_s"], t = time.perf_counter() - t, time.perf_counter()
             if group.rank == 0:
                 described.append(describe_layer(tokenizer, sae, rel, layer, stats, lens, progress))
+            clock["describe_s"] = time.perf_counter() - t
+            clocks.append(clock)
             del sae, stats
         group.barrier()
         if group.rank != 0:
@@ -193,7 +218,16 @@ def build_atlas(
         settings = {"tokens": tokens, "examples": examples, "before": before, "after": after,
                     "batch_size": batch_size, "seq_len": seq_len,
                     "text": "heldout" if texts is None else "given texts"}  # fmt: skip
-        return write_site(out, rel, described, settings)
+        t = time.perf_counter()
+        index = write_site(out, rel, described, settings)
+        if timings is not None:
+            done = {
+                "write_s": time.perf_counter() - t,
+                "world": group.world,
+                "threads": torch.get_num_threads(),
+            }
+            Path(timings).write_text(json.dumps({**done, "layers": clocks}, indent=1) + "\n")
+        return index
 
 
 __all__ = ["build_atlas", "check_fits", "collect", "table_bytes"]

@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", help="float32 or bfloat16 (default as load_model)")
     p.add_argument("--threads", type=int, help="CPU threads per process; the same count in a one-process and a "
                    "torchrun run gives the same files (torchrun's default is 1)")  # fmt: skip
+    p.add_argument(
+        "--timings", help="a JSON file (outside --out) for the seconds each phase took (benchmarks)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an atlas already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -78,7 +81,7 @@ def main(argv=None) -> int:
         index = build_atlas(
             args.preset, args.layers, args.tokens, args.out, examples=args.examples, before=args.context[0],
             after=args.context[1], batch_size=args.batch_size, seq_len=args.seq_len, texts=texts,
-            overwrite=args.overwrite, progress=not args.quiet, device=args.device, dtype=args.dtype, threads=args.threads,
+            overwrite=args.overwrite, progress=not args.quiet, device=args.device, dtype=args.dtype, threads=args.threads, timings=args.timings,
         )  # fmt: skip
     except (ValueError, FileExistsError, FileNotFoundError, MemoryError) as e:
         print(f"atlas: error: {e}", file=sys.stderr)
