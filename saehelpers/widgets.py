@@ -69,8 +69,14 @@ class Explorer(W.VBox):
             self._sae = load_sae(layer, self.release.name, device=self.model.device)
             self._stats, self._layer = None, layer
         if self._stats is None:
+            # No progress bar here: inside a widget's Output a bar is drawn once and never redrawn (a frozen
+            # "0%" above the card); refresh prints one line instead, and clears it with the card.
             self._stats = features.feature_stats(
-                self.model, self.tokenizer, self._sae, self.release, **self.stats_kwargs
+                self.model,
+                self.tokenizer,
+                self._sae,
+                self.release,
+                **{"progress": False, **self.stats_kwargs},
             )
         return self._sae, self._stats
 
@@ -78,7 +84,13 @@ class Explorer(W.VBox):
         """Redraw the card (called whenever a box changes)."""
         with self.out:
             clear_output(wait=True)
+            if self.layer_box.value != self._layer or self._stats is None:
+                print(
+                    f"layer {self.layer_box.value}: loading its SAE and feature statistics "
+                    "(computed once, then cached; the first time takes up to a minute)..."
+                )
             sae, stats = self._parts()
+            clear_output(wait=True)
             f = self.feature_box.value
             self.card = cards.feature_card(self.model, self.tokenizer, sae, self.release, stats, f)
             self.on_text = None
