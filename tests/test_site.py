@@ -100,7 +100,7 @@ def test_widgets_become_their_saved_static_html():
     png = base64.b64encode(b"\x89PNG fake").decode()
     state = {
         "box": {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_dd", "IPY_MODEL_out"]}},
-        "dd": {"model_name": "DropdownModel", "state": {"description": "layer", "index": 1, "_options_labels": ["2", "6"], "value": 1}},
+        "dd": {"model_name": "DropdownModel", "state": {"description": "layer", "index": 1, "_options_labels": ["2", "6"]}},
         "out": {"model_name": "OutputModel", "state": {"outputs": [
             {"output_type": "display_data", "data": {"text/html": "<b>Layer 6 · feature 3</b>", "text/plain": "x"}},
             {"output_type": "display_data", "data": {"image/png": png}},
