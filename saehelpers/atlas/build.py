@@ -158,7 +158,8 @@ def collect(
 def build_atlas(
     preset: str, layers, tokens: int, out, *, examples: int = 10, before: int = 8, after: int = 4,
     batch_size: int = 8, seq_len: int = 128, texts=None, overwrite: bool = False, progress: bool = True,
-    device=None, dtype=None, threads: int | None = None, timings=None,
+    device=None, dtype=None, threads: int | None = None, timings=None, model=None, tokenizer=None,
+    saes: dict | None = None,
 ) -> Path | None:  # fmt: skip
     """Compute and write the atlas of `layers` over `tokens` held-out tokens into folder `out`.
 
@@ -167,6 +168,7 @@ def build_atlas(
     the thread count, so K processes give the same files as one when each uses as many threads
     (torchrun gives each process one thread unless OMP_NUM_THREADS says otherwise).
     timings: a JSON file (outside `out`) where rank 0 writes the seconds each phase took, per layer.
+    model, tokenizer, saes ({layer: sae}): already loaded ones to use (a notebook's), instead of loading them.
     """
     rel = get_release(preset)
     if isinstance(layers, int):
@@ -191,11 +193,13 @@ def build_atlas(
         device = group.device if group.device not in (None, "cpu") else device
         if group.world > 1 and device is None:
             device = pick_device(None)
-        model, tokenizer = load_model(rel.name, device=device, dtype=dtype)
+        if model is None or tokenizer is None:
+            model, tokenizer = load_model(rel.name, device=device, dtype=dtype)
+        saes = saes or {}
         described, clocks = [], []
         for layer in layers:
             start = time.perf_counter()
-            sae = load_sae(layer, rel.name, device=device, dtype=dtype)
+            sae = saes.get(layer) or load_sae(layer, rel.name, device=device, dtype=dtype)
             clock = {"layer": layer, "load_s": time.perf_counter() - start}
             batches = token_batches(tokenizer, rel.name, batch_size, seq_len, split="heldout", texts=texts)
             t = time.perf_counter()
