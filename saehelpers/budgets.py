@@ -27,15 +27,16 @@ class Budget:
     new_tokens: int  # 03: new tokens generated per prompt
     prefix_tokens: int  # 05: tokens per layer for the prefixes' explained variance
     loss_batches: int  # 05: batches of 4 x 64 tokens for each prefix's loss
+    letter_words: int = 40  # 07: words per letter in the first-letter task (probe, k-sparse probes, absorption)
     sweep_layers: tuple[int, ...] = ()  # 01, 03, 05: the layers to sweep; () means all of the release's
     smoke: bool = False
 
 
 BUDGETS = {
-    MINI: Budget(2, 4, 64, stats_tokens=4096, edit_tokens=2048, new_tokens=12, prefix_tokens=4096, loss_batches=1),
-    REAL: Budget(8, 4, 256, stats_tokens=65536, edit_tokens=8192, new_tokens=40, prefix_tokens=32768, loss_batches=8),
+    MINI: Budget(2, 4, 64, stats_tokens=4096, edit_tokens=2048, new_tokens=12, prefix_tokens=4096, loss_batches=1, letter_words=40),
+    REAL: Budget(8, 4, 256, stats_tokens=65536, edit_tokens=8192, new_tokens=40, prefix_tokens=32768, loss_batches=8, letter_words=200),
 }  # fmt: skip
-SMOKE = Budget(1, 2, 32, stats_tokens=256, edit_tokens=256, new_tokens=4, prefix_tokens=256, loss_batches=1, smoke=True)  # fmt: skip
+SMOKE = Budget(1, 2, 32, stats_tokens=256, edit_tokens=256, new_tokens=4, prefix_tokens=256, loss_batches=1, letter_words=3, smoke=True)  # fmt: skip
 
 
 def smoke() -> bool:
