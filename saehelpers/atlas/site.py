@@ -77,21 +77,28 @@ def lens_tables(model, W_dec, rank: int = 0, world: int = 1, progress: bool = Tr
 
 
 class _Strings:
-    """Token texts, each token id decoded once (`tokens.token_strings`, `tokens.context_strings`)."""
+    """Token texts (`tokens.token_strings`, `tokens.context_strings`), each token id decoded once.
+
+    `prefetch` decodes many ids in one call: the tokenizer's len(), which every call checks ids against,
+    costs milliseconds with a large vocabulary."""
 
     def __init__(self, tokenizer):
         self.tokenizer, self.bytes, self.names = tokenizer, {}, {}
 
+    def prefetch(self, ids) -> None:
+        ids = sorted({int(i) for i in ids if i >= 0} - self.bytes.keys())
+        if ids:
+            self.bytes.update(zip(ids, _token_bytes(self.tokenizer, ids)))
+            self.names.update(zip(ids, token_strings(self.tokenizer, ids)))
+
     def name(self, i: int) -> str:
         if i not in self.names:
-            self.names[i] = token_strings(self.tokenizer, [i])[0]
+            self.prefetch([i])
         return self.names[i]
 
     def context(self, ids: list[int]) -> list[str]:
         # As tokens.context_strings (a character goes to the token holding its last byte), with a cache.
-        for i in ids:
-            if i not in self.bytes:
-                self.bytes[i] = _token_bytes(self.tokenizer, [i])[0]
+        self.prefetch(i for i in ids if i not in self.bytes)
         parts = [self.bytes[i] for i in ids]
         owner = [t for t, b in enumerate(parts) for _ in b]
         out, pos = [""] * len(parts), 0
@@ -145,6 +152,7 @@ def describe_layer(tokenizer, sae, release, layer, stats, lens, progress=True) -
     top_value = stats.examples.value[:d]
     vmax = torch.where(stats.examples.index[:d] >= 0, top_value, 0.0).max(1).values
     strings = _Strings(tokenizer)
+    strings.prefetch(lens[0].unique().tolist() + stats.examples.tokens.unique().tolist())
     lens = [[[strings.name(i), fnum(v, 3)] for i, v in zip(ix, vs)] for ix, vs in zip(lens[0].tolist(), lens[1].tolist())]  # fmt: skip
     ups, downs = [x[:N_LENS] for x in lens], [x[N_LENS:] for x in lens]
     near, parent, children = _cosines(sae.W_dec.detach(), groups, release, progress)
