@@ -1,478 +1,329 @@
-"""The notebooks' sentences about numbers, checked on the mini preset with the same helpers the cells use.
+"""The lessons' sentences about numbers, checked on the run the learner sees.
 
-Each test computes the figure a sentence talks about and asserts its direction, so a rebuild of the
-mini SAEs that breaks a lesson's claim fails here.
+Each test reads one lesson's own executed run (`claims.notebook`: this session's `pytest --nbmake` run of
+it, or one run made now): its variables after the last cell and what its cells printed. It first names the
+sentence it guards (`run.sentence(quote)` fails when the lesson no longer says it), then checks the numbers
+that sentence is about, and fails when one of them is missing or 0. No test recomputes a lesson's sample or
+copies one of its inputs, so a sentence cannot be false in the notebook while its test passes.
 """
 
+import re
+from collections import Counter
+
+import claims
+import numpy as np
 import pytest
 import torch
+from claims import positive
 
-import saehelpers
-from saehelpers import cards, get_release, hooks, lm, matryoshka
-from saehelpers.metrics import explained_variance
+from saehelpers import get_release
 
-SENTENCE = "The Eiffel Tower is in Paris, and the Colosseum is in Rome."  # notebook 00's
-
-
-def test_00_prefix_ev_rises_with_every_group_and_about_zero_stays_positive(mini):
-    """00: "Explained variance rises with every group"; "about="zero" ... stays positive"."""
-    model, tok = mini
-    rel = get_release("mini")
-    layer = rel.layers[len(rel.layers) // 2]
-    sae = saehelpers.load_sae(layer, "mini")
-    ids = tok(SENTENCE, return_tensors="pt").input_ids
-    x = hooks.resid_post(model, ids, [layer])[layer][0, 1:]
-    table = matryoshka.prefix_metrics(sae, rel, x.to(sae.dtype))
-    assert table.ev_mean.is_monotonic_increasing and table.ev_mean.diff().iloc[1:].gt(0).all()
-    assert (table.ev_zero > 0).all()
-    # The cell's own way (mask latents >= w, sae.decode) gives the same numbers.
-    with torch.no_grad():
-        f = sae.encode(x.to(sae.dtype))
-        for w, want in zip(rel.matryoshka_widths, table.ev_mean):
-            f_w = f.clone()
-            f_w[:, w:] = 0
-            assert abs(explained_variance(x, sae.decode(f_w), about="mean") - want) < 0.02
+# ---------------------------------------------------------------- 00: one sentence through an SAE
 
 
-# ---------------------------------------------------------------- 01: loading every layer
+@pytest.fixture(scope="module")
+def nb00():
+    return claims.notebook("00_quickstart")
 
 
-def _heldout(tok, n_batches=1, batch_size=2, seq_len=48):
-    from saehelpers.text import token_batches
+def test_00_the_most_repeated_features_sit_in_the_first_group(nb00):
+    run = nb00
+    run.sentence(
+        "on the mini preset the two that appear most often in the table, in any of its three columns, both sit in the first group, g0"
+    )
+    run.sentence("which appear on one token only")
+    rel, top = run.var("release"), run.var("top")
+    counts = Counter(top.indices.flatten().tolist())  # the table's three columns, every token
+    (a, na), (b, nb), (_, nc) = counts.most_common(3)
+    assert positive(nb, "the second feature's count") > nc, counts  # two features stand out
+    assert rel.group_of(a) == rel.group_of(b) == 0, (a, b)
+    assert sum(c == 1 for c in counts.values()) >= 3  # specific features, on one token only
 
-    return list(
-        token_batches(
-            tok, "mini", batch_size=batch_size, seq_len=seq_len, n_batches=n_batches, split="heldout"
-        )
+
+def test_00_bos_outweighs_every_other_token_and_errors_are_about_a_tenth(nb00):
+    run = nb00
+    run.sentence("the BOS vector's squared norm alone outweighs all the other tokens' together")
+    run.sentence("the error is much the same for every token of this sentence, about a tenth of its norm")
+    sq = run.var("x").float().norm(dim=-1) ** 2
+    assert sq[0] > positive(sq[1:].sum().item(), "the other tokens' squared norms")
+    err = np.array(run.var("rel_err")[1:])
+    assert len(err) == len(run.var("tokens")) - 1 and positive(err.min(), "the smallest error")
+    assert 0.05 < err.min() and err.max() < 0.2 and err.max() < 2 * np.median(err), err
+
+
+def test_00_ev_rises_with_every_prefix_and_about_zero_stays_positive(nb00):
+    run = nb00
+    run.sentence("Explained variance rises with every group: each wider prefix rebuilds this sentence better")
+    run.sentence('`about="zero"` measures from the origin instead and stays positive (the second column)')
+    evs, zero = run.var("evs"), run.var("evs_zero")
+    assert len(evs) == len(zero) == len(run.var("release").matryoshka_widths)
+    assert all(a < b for a, b in zip(evs, evs[1:])), evs
+    assert all(z > 0 for z in zero) and positive(zero[0], "the first prefix's EV about zero")
+    assert f"EV {evs[-1]:6.3f} about the mean, {zero[-1]:.3f} about zero" in run.text(
+        run.code_cell("evs_zero")
     )
 
 
-def _kept_resid(model, tok, batch, layers):
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    keep = saehelpers.metrics.token_mask(ids, mask, tok.bos_token_id)
-    acts = hooks.resid_post(model, ids, list(layers), mask)
-    return {layer: acts[layer][keep] for layer in layers}
+# ---------------------------------------------------------------- 01: every layer
 
 
-def test_01_one_shared_threshold_and_l0_counts_preacts_above_it(mini):
-    """01: "one threshold θ, shared by every latent"; "L0 = pre-activations above θ"; "k is an average, not a cap"."""
-    model, tok = mini
-    rel = get_release("mini")
-    ids = tok(SENTENCE, return_tensors="pt").input_ids
-    acts = hooks.resid_post(model, ids, list(rel.layers))
-    l0s = []
-    for layer in rel.layers:
-        sae = saehelpers.load_sae(layer, "mini")
-        assert sae.threshold.unique().numel() == 1
-        x = acts[layer][0, 1:].to(sae.dtype)
-        with torch.no_grad():
-            pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
-            l0 = (pre > sae.threshold[0]).sum(-1)
-            assert torch.equal(l0, (sae.encode(x) != 0).sum(-1))
-        l0s.append(l0)
-    l0 = torch.cat(l0s)
-    assert l0.min() < rel.k < l0.max()
+@pytest.fixture(scope="module")
+def nb01():
+    return claims.notebook("01_loading_every_layer")
 
 
-def test_01_decoder_rows_are_not_unit_norm_and_grow_with_the_residual_scale(mini):
-    """01: the mini SAEs' decoder rows "are far from norm 1"; they "carry the residual stream's scale"."""
-    model, tok = mini
-    rel = get_release("mini")
-    ids = tok(SENTENCE, return_tensors="pt").input_ids
-    acts = hooks.resid_post(model, ids, list(rel.layers))
-    dec, resid = [], []
-    for layer in rel.layers:
-        norms = saehelpers.load_sae(layer, "mini").W_dec.float().norm(dim=-1)
-        assert norms.min() > 2 and norms.max() > 2 * norms.min()  # far from 1, and not flat
-        dec.append(norms.median().item())
-        resid.append(acts[layer][0, 1:].float().norm(dim=-1).median().item())
-    assert dec == sorted(dec) and resid == sorted(resid)
+def test_01_one_shared_threshold_and_l0_counts_preacts_above_it(nb01):
+    run = nb01
+    run.sentence("**one threshold θ, shared by every latent**")
+    run.sentence(
+        "So a token's L0 is simply *how many pre-activations clear the one bar θ*: nothing fixes it at k"
+    )
+    rel, thresholds, l0 = run.var("release"), run.var("thresholds"), run.var("l0")
+    assert thresholds.unique().numel() == 1 and positive(run.var("theta"), "θ") > 0
+    assert "the same as the SAE's own encode: True" in run.text(run.code_cell("pre > theta"))
+    assert l0.min() < rel.k < l0.max(), l0  # varies around k, not fixed at it
 
 
-def test_01_ev_best_at_first_layer_and_delta_loss_does_not_follow_it(mini):
-    """01: EV "highest at the first SAE layer, every later one keeps less"; delta loss need not mirror EV: the
-    first layer, with the best EV, is "among the two costliest to splice in, at more than twice the cost of layer 6,
-    the cheapest"; CE recovered high at every layer while delta loss is positive at every layer and large at some;
-    about-zero EV above about-the-mean EV."""
-    from saehelpers.metrics import EVAccumulator, ce_loss_recovered
+def test_01_mini_decoder_rows_are_far_from_norm_one(nb01):
+    run = nb01
+    run.sentence("so their rows are far from norm 1 and vary from latent to latent")
+    norms = run.var("norms")
+    assert positive(norms.min(), "the smallest decoder norm") > 2 and norms.max() > 2 * norms.min(), norms
 
-    model, tok = mini
-    rel = get_release("mini")
-    (batch,) = _heldout(tok)
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    keep = saehelpers.metrics.token_mask(ids, mask, tok.bos_token_id)
-    k3 = keep.unsqueeze(-1)
-    with hooks.capture(model, list(rel.layers)) as cap:
-        clean = lm.final_hidden(model, ids, mask)
-    ev, delta, recovered = {}, {}, {}
-    for layer in rel.layers:
-        sae = saehelpers.load_sae(layer, "mini")
-        x = cap[layer][keep]
-        acc = EVAccumulator()
-        with torch.no_grad():
-            acc.add(x, sae.decode(sae.encode(x.to(sae.dtype))))
-        ev[layer] = acc.value("mean")
-        assert acc.value("zero") > ev[layer]
 
-        def recon(h, k=k3, sae=sae):
-            return torch.where(k, sae.decode(sae.encode(h.to(sae.dtype))).to(h.dtype), h)
-
-        others = {}
-        for name, fn in {"spliced": recon, "zero": lambda h, k=k3: h.masked_fill(k, 0.0)}.items():
-            with hooks.replace(model, layer, fn):
-                others[name] = lm.final_hidden(model, ids, mask)
-        ce_clean, ce, _ = lm.next_token_losses(model, ids, keep, clean, others)
-        c, s, z = ce_clean.mean().item(), ce["spliced"].mean().item(), ce["zero"].mean().item()
-        delta[layer], recovered[layer] = s - c, ce_loss_recovered(c, s, z)
-    first = rel.layers[0]
-    assert all(ev[first] > ev[layer] for layer in rel.layers[1:])
-    cheapest = min(delta, key=delta.get)
-    assert cheapest == rel.layers[1] and delta[first] > 2 * delta[cheapest], delta  # layer 6 on mini
-    assert delta[first] >= sorted(delta.values())[-2]  # among the two costliest
-    assert all(recovered[layer] > 0.9 and delta[layer] > 0 for layer in rel.layers), (recovered, delta)
-    assert max(delta.values()) > 0.5
+def test_01_ev_falls_with_depth_and_delta_loss_does_not_follow_it(nb01):
+    run = nb01
+    table, rel = run.var("table"), run.var("release")
+    run.sentence(
+        "On the mini preset the first SAE layer keeps the most variance and every later one keeps less, in order of depth"
+    )
+    ev = table["explained_variance"]
+    assert list(table.index) == list(rel.layers) and ev.is_monotonic_decreasing and ev.is_unique, ev
+    # "the first layer, with the best EV, is among the two costliest to splice in, at more than twice the cost
+    # of layer 6, the cheapest"
+    quote = "is among the two costliest to splice in, at more than twice the cost of layer {}, the cheapest"
+    dl = table["delta_loss"]
+    cheap, first = dl.idxmin(), rel.layers[0]
+    run.sentence(quote.format(cheap))
+    assert dl[first] >= dl.sort_values().iloc[-2] and dl[first] > 2 * positive(
+        dl[cheap], "the cheapest delta loss"
+    )
+    run.sentence("About-zero EV sits above about-the-mean EV")
+    assert (table["explained_variance_zero"] > ev).all()
+    run.sentence(
+        "On the mini preset CE loss recovered looks excellent at every layer, even where delta loss is large"
+    )
+    assert (table["ce_recovered"] > 0.9).all() and dl.max() > 0.5
+    run.sentence("delta loss is above zero at every layer (on the mini preset, large at some)")
+    assert (dl > 0).all()
+    run.sentence("EV and delta loss need not rank the layers alike (on the mini preset they do not)")
+    assert ev.rank().tolist() != (-dl).rank().tolist()
 
 
 def test_01_card_ev_falls_at_every_step_from_the_middle_layers():
-    """01: on the real release the card's EV "falls at every step from the middle layers to the last"."""
+    """01: on the real release the card's EV "falls at every step from the middle layers to the last" (a release fact)."""
     from saehelpers.release import CARD_EXPLAINED_VARIANCE as card
 
+    claims.notebook("01_loading_every_layer").sentence(
+        "falls at every step from the middle\n  layers to the last"
+    )
     tail = card[len(card) // 2 :]
-    assert all(a > b for a, b in zip(tail, tail[1:]))
+    assert len(tail) > 5 and all(a > b for a, b in zip(tail, tail[1:]))
 
 
-def test_01_sweep_sample_ev_in_depth_order_l0_far_around_k_and_busy_tokens_not_costlier(mini):
-    """01, on the sweep's sample: EV keeps less at every later layer, "in order of depth"; L0 on a token runs
-    "from a handful up to about three times k"; the loss of the prediction made at a token does not rise with its L0
-    (rank correlation at most about zero at every layer), "though at some layers the tokens that were themselves hard
-    to predict do use more latents"."""
+def test_01_dead_means_not_seen_on_these_tokens(nb01):
+    run = nb01
+    run.sentence("on so few tokens most latents count as dead")
+    run.sentence('"dead" here means "did not fire on these tokens", and it falls as\n  the sample grows')
+    table, layer = run.var("table"), run.var("layer")
+    on_sentence = run.var("sentence_dead")
+    assert on_sentence > 0.5 and on_sentence > positive(
+        table["dead_fraction"][layer], "the sweep's dead fraction"
+    )
+    run.sentence("The *dead* column is large on the mini preset")
+    assert (table["dead_fraction"] > 0.2).all()
+
+
+def test_01_l0_runs_from_a_handful_to_about_three_times_k(nb01):
+    run = nb01
+    run.sentence("on the mini preset, from a handful up to about three times k: the printed range")
+    k, lo, top = run.var("release").k, run.var("lo"), run.var("top")
+    assert lo <= k / 4 and 2.5 * k < positive(top, "the largest L0") < 3.5 * k, (lo, top)
+
+
+def test_01_memory_after_the_first_sae_moves_by_tens_of_mb_not_a_staircase(nb01):
+    run = nb01
+    run.sentence("After the first SAE, memory moves by tens of MB per layer at most")
+    memory, sae_mb = run.var("memory"), run.var("sae_mb")
+    steps = np.diff(memory)
+    assert len(steps) == len(run.var("LAYERS")) - 1 and np.abs(steps).max() < 100, memory
+    assert 0 < positive(sae_mb, "one SAE's MB") < 10  # "only a few MB (printed)"
+
+
+def test_01_right_after_loading_rss_is_less_than_libraries_plus_weights(nb01):
+    run = nb01
+    run.sentence("So right after loading, RSS is less than the libraries plus the weights")
+    out = run.text(run.code_cell("rss_before_model = "))
+    weights = float(out.split("model weights")[1].split("MB")[0].replace(",", ""))
+    rss = float(out.split("process RSS ")[2].split("MB")[0].replace(",", ""))
+    assert rss < run.var("rss_before_model") + positive(weights, "the model's weights in MB")
+
+
+def test_01_two_halves_of_the_sample_disagree_in_the_second_decimal(nb01, mini):
+    """01: "two different samples of that size already disagree in the second decimal": the sweep's own two batches."""
+    import saehelpers
+    from saehelpers import hooks
+    from saehelpers.metrics import explained_variance, token_mask
+
+    run = nb01
+    run.sentence("two different samples of that size already disagree in the second\ndecimal")
+    model, tok = mini
+    batches, layer = run.var("batches"), run.var("layer")
+    assert len(batches) >= 2
+    sae = saehelpers.load_sae(layer, "mini")
+    evs = []
+    for batch in batches[:2]:
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        x = hooks.resid_post(model, ids, [layer], mask)[layer][token_mask(ids, mask, tok.bos_token_id)]
+        with torch.no_grad():
+            evs.append(explained_variance(x, sae.decode(sae.encode(x))))
+    assert abs(evs[0] - evs[1]) > 0.005, evs
+
+
+def test_01_busy_tokens_are_not_costlier_to_predict(nb01, mini):
+    """01, Try this: "On the mini preset's held-out text they do not (the rank correlation is at most about zero at
+    every layer), though at some layers the tokens that were themselves hard to predict do use more latents"."""
     import pandas as pd
 
+    import saehelpers
+    from saehelpers import hooks
+    from saehelpers.metrics import token_mask
+
+    run = nb01
+    run.sentence(
+        "On the mini\npreset's held-out text they do not (the rank correlation is at most about zero at every layer)"
+    )
     model, tok = mini
-    rel = get_release("mini")
-    batches = _heldout(tok, n_batches=2, batch_size=4, seq_len=64)  # the notebook's sample
-    ev, l0s, rho_at, rho_of = {}, [], {}, {}
+    batches, rel = run.var("batches"), run.var("release")
+    rho_at, rho_of = {}, {}
     for layer in rel.layers:
         sae = saehelpers.load_sae(layer, "mini")
-        # at: (L0 at t, loss of the prediction made at t); of: (L0 at t, loss of predicting t)
-        xs, at, of = [], [], []
+        at, of = [], []
         for batch in batches:
             ids, mask = batch["input_ids"], batch["attention_mask"]
-            keep = saehelpers.metrics.token_mask(ids, mask, tok.bos_token_id)
+            keep = token_mask(ids, mask, tok.bos_token_id)
             with torch.no_grad(), hooks.capture(model, [layer]) as cap:
                 logits = model(input_ids=ids, attention_mask=mask).logits.float()
                 l0 = (sae.encode(cap[layer]) != 0).sum(-1).float()
             nll = torch.nn.functional.cross_entropy(logits[:, :-1].mT, ids[:, 1:], reduction="none")
             pair = keep[:, :-1] & keep[:, 1:]
-            at.append(torch.stack([l0[:, :-1][pair], nll[pair]], 1))
-            of.append(torch.stack([l0[:, 1:][pair], nll[pair]], 1))
-            xs.append(cap[layer][keep])
-            l0s.append(l0[keep])
-        x = torch.cat(xs)
-        with torch.no_grad():
-            ev[layer] = explained_variance(x, sae.decode(sae.encode(x)))
+            at.append(
+                torch.stack([l0[:, :-1][pair], nll[pair]], 1)
+            )  # L0 at t, loss of the prediction made at t
+            of.append(torch.stack([l0[:, 1:][pair], nll[pair]], 1))  # L0 at t, loss of predicting t
         for rho, pairs in ((rho_at, at), (rho_of, of)):
             v = pd.DataFrame(torch.cat(pairs).numpy())
             rho[layer] = v[0].corr(v[1], method="spearman")
-    evs = [ev[layer] for layer in rel.layers]
-    assert evs == sorted(evs, reverse=True) and len(set(evs)) == len(evs)
-    l0 = torch.cat(l0s)
-    assert l0.min() <= rel.k / 4 and 2.5 * rel.k < l0.max() < 3.5 * rel.k
     assert all(r < 0.05 for r in rho_at.values()), rho_at
     assert max(rho_of.values()) > 0.3, rho_of
 
 
-def test_01_dead_fraction_falls_with_more_tokens_and_two_samples_disagree(mini):
-    """01: "dead" means "did not fire on these tokens": it falls as the sample grows; two samples of the
-    notebook's size "already disagree in the second decimal" of EV."""
-    model, tok = mini
-    rel = get_release("mini")
-    layer = rel.layers[len(rel.layers) // 2]
-    sae = saehelpers.load_sae(layer, "mini")
-    fired, evs = [], []
-    for batch in _heldout(tok, n_batches=2, batch_size=4, seq_len=64):  # the notebook's sample
-        x = _kept_resid(model, tok, batch, [layer])[layer]
-        with torch.no_grad():
-            f = sae.encode(x.to(sae.dtype))
-            evs.append(explained_variance(x, sae.decode(f)))
-        fired.append((f != 0).any(0))
-    dead_one, dead_both = 1 - fired[0].float().mean(), 1 - (fired[0] | fired[1]).float().mean()
-    assert dead_one > dead_both > 0.2
-    assert abs(evs[0] - evs[1]) > 0.005
-
-
-def test_01_rss_jumps_at_the_first_forward_pass_not_at_loading():
-    """01: the weights are memory-mapped: RSS after loading < libraries + weights; the first forward pass adds them."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    code = """
-import json, psutil, torch, saehelpers
-from saehelpers.activations import memory_report
-rss = lambda: psutil.Process().memory_info().rss / 2**20
-before = rss()
-model, tok = saehelpers.load_model("mini")
-loaded, weights = rss(), memory_report(model=model)["model weights"]
-with torch.no_grad():
-    model(tok("Hello there, how are you today?", return_tensors="pt").input_ids)
-print(json.dumps({"before": before, "loaded": loaded, "weights": weights, "after": rss()}))
-"""
-    env = {k: v for k, v in os.environ.items() if k != "SAEHELPERS_PRESET"} | {"HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    assert r["loaded"] < r["before"] + r["weights"]
-    assert r["after"] - r["loaded"] > 0.5 * r["weights"]
-
-
-def test_01_iter_saes_frees_each_sae_so_memory_stays_flat():
-    """01: "after that the line stays flat": iter_saes frees each SAE when the loop moves on."""
-    import psutil
-
-    from saehelpers.activations import memory_report
-
-    seen, rss = [], []
-    for sae in saehelpers.iter_saes(preset="mini"):
-        assert all(s.W_dec.device.type == "meta" for s in seen)
-        seen.append(sae)
-        rss.append(psutil.Process().memory_info().rss / 2**20)
-        sae_mb = memory_report(sae=sae)["SAE weights"]
-    assert all(s.W_dec.device.type == "meta" for s in seen)
-    assert rss[-1] - rss[0] < (len(rss) - 1) * sae_mb
-
-
-# ---------------------------------------------------------------- 06: the toy hierarchy
+# ---------------------------------------------------------------- 02: feature cards
 
 
 @pytest.fixture(scope="module")
-def toy06(toy_saes):
-    """Notebook 06's world and SAEs (conftest's `toy_saes`) with its absorption tables."""
-    from saehelpers import toy
-
-    world, feats, x, saes = toy_saes
-    tables = {
-        "plain": toy.absorption(saes[False], world, feats, x, toy.layout(world, matryoshka=False)),
-        "Matryoshka": toy.absorption(saes[True], world, feats, x, toy.layout(world)),
-    }
-    return world, feats, x, saes, tables
+def nb02():
+    return claims.notebook("02_exploring_features")
 
 
-def test_06_matryoshka_avoids_absorption_only_for_first_group_parents(toy06):
-    """06: first-group parents: absorption ~0, cosine below 1 (hedging), purer children than the plain SAE where the
-    plain SAE absorbed the parent; a later-group parent is absorbed, and for it the plain SAE's children are purer."""
-    world, feats, x, saes, t = toy06
-    plain, nested = t["plain"], t["Matryoshka"]
-    assert nested.absorption.mean() < plain.absorption.mean()
-    first, later = nested[nested.group == 0], nested[nested.group > 0]
-    assert len(first) >= 1 and (first.absorption < 0.02).all() and (first.cosine < 0.98).all()
-    assert len(later) >= 1  # the seeded run shows both cases
-    assert (plain.absorption > 0.1).any()  # "some parent latents stay silent"
-    for p in first.index:
-        if plain.absorption[p] > 0.1:
-            assert nested.child_cosine[p] > plain.child_cosine[p]
-    for (
-        p
-    ) in later.index:  # "then absorbed as in the plain SAE"; the right plot turns around where plain kept it
-        assert nested.absorption[p] > 0.1
-        if plain.absorption[p] < 0.02:
-            assert plain.child_cosine[p] > nested.child_cosine[p]
+def test_02_some_rows_broad_some_on_one_or_two_tokens(nb02):
+    run = nb02
+    run.sentence("some rows are shaded on most tokens")
+    run.sentence("while others light up\none or two tokens")
+    feats = run.var("feats")
+    shown = feats.max(0).values.topk(6).indices  # display.text_features(n=6): the largest anywhere
+    fires = (feats[:, shown] > 0).sum(0)
+    assert positive(fires.max().item(), "the busiest row's tokens") > 0.6 * len(feats)
+    assert ((fires >= 1) & (fires <= 2)).any(), fires
 
 
-def test_06_hierarchy_misses_absorbed_families_and_mostly_finds_first_group_ones(toy06):
-    """06: "does not recover every planted family"; a later-group parent gets no children; a first-group parent's
-    found children are mostly its true children."""
-    from saehelpers import toy
+def test_02_group_medians_fall_and_most_firings_are_weak(nb02):
+    from saehelpers.features import HIST_EDGES
 
-    world, feats, x, saes, _ = toy06
-    sae, rel = saes[True], toy.layout(world)
-    best = toy.match(sae, world)
-    found = matryoshka.hierarchy(
-        sae, rel, sae.encode(x), top_k=len(world.children[0]), min_cosine=-1, sort_by="p_parent_given_child"
+    run = nb02
+    run.sentence("the lines of the first groups sit further right")
+    freq, rel, stats = run.var("freq"), run.var("release"), run.var("stats")
+    medians = [np.median(freq[a:b]) for a, b in rel.groups]
+    assert positive(medians[-1], "the last group's median") and all(
+        a > b for a, b in zip(medians, medians[1:])
     )
-    recovered = 0
-    for p in world.parents:
-        latent = int(best.latent[p])
-        truth = set(best.latent[world.children[p]].tolist())
-        got = set(found[found.parent == latent].child.tolist())
-        recovered += truth == got
-        if rel.group_of(latent) > 0:
-            assert not got
-        else:
-            assert len(truth & got) >= 2
-            assert (found[found.parent == latent].p_parent_given_child > 0.5).all()  # "fires mostly together"
-    assert recovered < len(world.parents)
+    printed = run.text(run.code_cell("median firing frequency"))
+    assert f"g0 {medians[0]:.2%}" in printed
+    run.sentence("on the mini preset, about four in five of\nthose that fire 20 times or more here")
+    edges = torch.as_tensor(HIST_EDGES)
+    mid = (edges[:-1] * edges[1:]).sqrt()
+    busy = (stats.counts >= 20).nonzero().flatten()
+    assert len(busy) > 100
+    weak = torch.stack([stats.hist[f][mid < stats.max[f] / 2].sum() / stats.hist[f].sum() for f in busy])
+    assert 0.7 < (weak > 0.5).float().mean() < 0.9
 
 
-# ---------------------------------------------------------------- 04: ablation
-
-ITEMS_04 = [  # notebook 04's task
-    ("The capital of France is the city of", " Paris", " London"),
-    ("The capital of Japan is", " Tokyo", " Beijing"),
-    ("x = (a + b", ")", "]"),
-    ("if (x > 0", ")", "]"),
-    ("1, 2, 3, 4, ", "5", "6"),
-    ("2, 3, 4, 5, 6, ", "7", "8"),
-]
-
-
-@pytest.fixture(scope="module")
-def task04(mini):
-    from saehelpers import ablation
-
-    model, tok = mini
-    rel = get_release("mini")
-    task = ablation.make_task(tok, ITEMS_04, device=model.device)
-    layer = rel.layers[len(rel.layers) * 3 // 4]
-    return model, tok, rel, task, layer, saehelpers.load_sae(layer, "mini")
-
-
-def test_04_set_ablation_costs_less_than_the_sum_of_single_effects(task04):
-    """04: "the measured line follows the dashed one for the first features and then stays above it": removed
-    together, the candidates cost less than their single effects add up to."""
-    from saehelpers import ablation
-
-    model, tok, rel, task, layer, sae = task04
-    with torch.no_grad(), hooks.capture(model, [layer]) as acts:
-        clean = task.metric(task.run(model)).item()
-    a = sae.encode(acts[layer].to(sae.dtype))
-    at_last = a[torch.arange(len(ITEMS_04)), task.last]
-    candidates = at_last.sum(0).topk(6).indices.tolist()
-    zero = ablation.true_effects(model, sae, task, candidates, progress=False)["effect"]
-    order = zero.sort_values().index.tolist()
-    together = []
-    for k in range(1, len(order) + 1):
-        with torch.no_grad(), ablation.ablate(model, sae, order[:k]):
-            together.append(task.metric(task.run(model)).item() - clean)
-    singles = zero[order].cumsum().tolist()
-    gaps = [t - s for t, s in zip(together, singles)]
-    assert abs(gaps[0]) < 1e-3  # one feature: the same ablation
-    assert gaps[-1] > 0.05 and all(
-        g > -0.02 for g in gaps
-    )  # together above the sum: costs less than it adds up to
-    assert max(gaps) < max(abs(v) for v in together)  # a mild interaction, not a reversal
+_MARKERS = {  # words only one of the three languages uses, to tell the printed contexts apart
+    "es": {"el", "los", "las", "que", "y", "como", "cuando", "mi", "lo", "por", "con", "del", "fue", "muy"},
+    "fr": {"les", "des", "et", "est", "une", "pour", "dans", "qui", "du", "au", "fichiers", "système"},
+    "it": {
+        "il",
+        "di",
+        "della",
+        "per",
+        "che",
+        "delle",
+        "nomi",
+        "sono",
+        "gli",
+        "ad",
+        "dalla",
+        "si",
+        "tutti",
+        "è",
+    },
+}
 
 
-def test_04_attribution_ranks_worse_at_the_earliest_layer_and_size_does_not_predict_the_miss(task04):
-    """04: the estimate ranks features worse at the earliest SAE layer than at the notebook's layer; on the mini
-    preset the miss is only weakly related to the feature's total activation (so size alone is no warning sign)."""
-    from saehelpers import ablation
-
-    model, tok, rel, task, layer, sae = task04
-    rhos = {}
-    for at, s in ((layer, sae), (rel.layers[0], saehelpers.load_sae(rel.layers[0], "mini"))):
-        table = ablation.attribute(model, s, task, release=rel)
-        estimate = table.groupby("feature")["estimate"].sum()
-        top = estimate.abs().sort_values(ascending=False).index[:15].tolist()
-        true = ablation.true_effects(model, s, task, top, progress=False)["effect"]
-        rhos[at] = estimate[top].rank().corr(true.rank())
-        if at == rel.layers[0]:
-            miss = (estimate[top] - true).abs()
-            size = table.groupby("feature")["activation"].sum()[top]
-            assert abs(miss.rank().corr(size.rank())) < 0.5
-    assert rhos[rel.layers[0]] < rhos[layer]
+def _language(line: str) -> str | None:
+    """The language whose marker words a printed context holds most of (None: none of them)."""
+    words = line.lower().replace("|", " ").split()
+    hits = {lang: sum(w in m for w in words) for lang, m in _MARKERS.items()}
+    best = max(hits, key=hits.get)
+    return best if hits[best] else None
 
 
-def test_04_candidates_broad_and_narrow_and_the_first_groups_fire_more(task04):
-    """04: among the candidates "some are active on several kinds of prompt, others on one kind only", and "every
-    candidate of the first two groups fires on a larger share of held-out tokens than any of the later groups"."""
-    from saehelpers import features
+def test_02_contrast_winners_are_mostly_italian_not_french(nb02):
+    from saehelpers.text import read_jsonl_gz, shipped_sample_path
 
-    model, tok, rel, task, layer, sae = task04
-    # the notebook's statistics (budget.edit_tokens)
-    stats = features.feature_stats(model, tok, sae, "mini", n_tokens=2048)
-    with torch.no_grad(), hooks.capture(model, [layer]) as acts:
-        task.run(model)
-    a = sae.encode(acts[layer].to(sae.dtype))
-    at_last = a[torch.arange(len(ITEMS_04)), task.last]
-    candidates = at_last.sum(0).topk(6).indices.tolist()
-    # active on each kind of prompt: cities, brackets, numbers (two prompts each)
-    kinds = torch.stack([(at_last[i : i + 2, candidates] > 0).any(0) for i in (0, 2, 4)])
-    n_kinds = kinds.sum(0)
-    assert (n_kinds >= 2).any() and (n_kinds == 1).any()
-    freq = {f: stats.frequency[f].item() for f in candidates}
-    early = [freq[f] for f in candidates if rel.group_of(f) <= 1]
-    later = [freq[f] for f in candidates if rel.group_of(f) > 1]
-    assert early and later and min(early) > max(later)
-
-
-def test_04_smaller_prefix_raises_the_loss_and_lowers_m_at_every_step(task04):
-    """04: "as the prefix shrinks both loss lines rise, and m falls" (error term kept and dropped), on the notebook's
-    held-out batch."""
-    from saehelpers import ablation
-    from saehelpers.text import token_batches
-
-    model, tok, rel, task, layer, sae = task04
-    held = next(iter(token_batches(tok, "mini", batch_size=2, seq_len=64, n_batches=1)))
-    scored = saehelpers.metrics.token_mask(held["input_ids"], held["attention_mask"], tok.bos_token_id)
-    for keep_error in (True, False):
-        loss, m = [], []
-        for w in rel.matryoshka_widths:
-            with torch.no_grad(), ablation.ablate_outside(model, sae, rel, w, keep_error=keep_error):
-                loss.append(lm.next_token_loss(model, held["input_ids"], held["attention_mask"], scored))
-                m.append(task.metric(task.run(model)).item())
-        assert all(a > b for a, b in zip(loss, loss[1:])), (keep_error, loss)
-        assert all(a < b for a, b in zip(m, m[1:])), (keep_error, m)
+    run = nb02
+    run.sentence(
+        'On the mini preset none of the four is "French": their top contexts on held-out text are mostly *Italian*'
+    )
+    out = run.text(run.code_cell("for f in [*broad.index[:2], *specific.index[:2]]"))
+    contexts = [line for line in out.splitlines() if re.match(r"\s+[\d.]+\s", line)]  # "  9.62  text"
+    langs = Counter(_language(line) for line in contexts)
+    marked = sum(n for lang, n in langs.items() if lang)
+    assert len(contexts) >= 8 and positive(marked, "printed contexts in a marked language") >= 6, langs
+    assert langs["it"] > marked / 2 and langs["fr"] < marked / 4, langs
+    run.sentence("the held-out text holds a little more Italian than French, and more\nSpanish than either")
+    chars = Counter()
+    for doc in read_jsonl_gz(shipped_sample_path()):  # the held-out text the cards read
+        chars[doc["lang"]] += len(doc["text"])
+    assert chars["es"] > chars["it"] > chars["fr"] > 0.8 * chars["it"], chars
 
 
 # ---------------------------------------------------------------- 03: steering
 
-FRENCH_03 = [  # notebook 03's contrast sets and prompts
-    "Bonjour, je m'appelle Marie et j'habite à Paris avec ma famille.",
-    "Il fait très beau aujourd'hui, allons nous promener dans le parc.",
-    "Je voudrais un café et un croissant, s'il vous plaît.",
-    "Nous avons visité le musée hier après-midi avec les enfants.",
-    "Le chat dort sur le canapé depuis ce matin.",
-    "Elle lit un livre très intéressant sur l'histoire de la ville.",
-]
-ENGLISH_03 = [
-    "Hello, my name is Marie and I live in Paris with my family.",
-    "The weather is very nice today, let's go for a walk in the park.",
-    "I would like a coffee and a croissant, please.",
-    "We visited the museum yesterday afternoon with the children.",
-    "The cat has been sleeping on the sofa since this morning.",
-    "She is reading a very interesting book about the history of the town.",
-]
-NUMBERS_03 = [
-    "Total: 3 apples at $0.50 each = $1.50",
-    "The meeting is on 12 March 2024 at 10:30.",
-    "Room 204, floor 2, door code 7719.",
-    "In 1998 the population was 45,000; by 2020 it was 61,250.",
-    "2 + 3 = 5, and 7 x 8 = 56.",
-    "Invoice no. 5521: 4 items, 129.99 EUR.",
-]
-PROMPTS_03 = ["My favourite thing to do on a weekend is", "The weather today is", "Yesterday I went to the"]
-MULTIPLES_03, REPEAT_03, N_NEW_03 = [0, 0.5, 1, 1.25, 1.5, 2, 3, 4], 0.8, 12
-
 
 @pytest.fixture(scope="module")
-def steer03(mini):
-    """Notebook 03's French feature at its layer, the coefficient sweep and the sweet spot, as its cells compute them."""
-    import pandas as pd
-
-    from saehelpers import features, steering
-
-    model, tok = mini
-    rel = get_release("mini")
-    layer = rel.layers[len(rel.layers) * 3 // 4]
-    sae = saehelpers.load_sae(layer, "mini")
-    french = features.contrast(model, tok, sae, rel, FRENCH_03, ENGLISH_03)
-    feature = int(french.index[0])
-    a_max = steering.max_activation(model, tok, sae, FRENCH_03)
-    max_act = a_max[feature].item()
-    rows, texts = [], {}
-    for m in MULTIPLES_03:
-        with steering.steer(model, sae, feature, m * max_act):
-            texts[m] = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
-        act, loss = steering.read_back(model, tok, sae, feature, PROMPTS_03, texts[m])
-        rows.append(
-            {"m": m, "act": act / max_act, "loss": loss, "distinct": steering.distinct_words(texts[m])}
-        )
-    sweep = pd.DataFrame(rows).set_index("m")
-    varied = sweep.distinct >= REPEAT_03 * sweep.distinct.iloc[0]
-    m_best = sweep[varied.cummin()].act.idxmax()
-    ctx = dict(model=model, tok=tok, rel=rel, layer=layer, sae=sae, french=french, feature=feature)
-    return ctx | dict(a_max=a_max, max_act=max_act, sweep=sweep, texts=texts, m_best=m_best)
+def nb03():
+    return claims.notebook("03_steering")
 
 
 def _repeats(texts, word, times=3):
@@ -480,417 +331,398 @@ def _repeats(texts, word, times=3):
     return any(" ".join([word] * times) in t for t in texts)
 
 
-def test_03_sweep_effect_starts_then_breaks_into_repetition_and_the_loss_misses_the_break(steer03):
-    """03: "at m <= 0.5 nothing much happens"; "within one step the text turns French and the read-back rises, with
-    the loss"; "one or two steps past the sweet spot" distinct words drop ("levo levo levo …", "by m = 4 bienvenue
-    plus bienvenue plus …") and the read-back falls; the loss "at the first step past the sweet spot is lower than
-    at the sweet spot"."""
-    s, m_best, texts = steer03["sweep"], steer03["m_best"], steer03["texts"]
-    i = MULTIPLES_03.index(m_best)
-    m_next = MULTIPLES_03[i + 1]
-    assert (s.act[s.index <= 0.5] < 0.05).all()
-    assert 0.5 < m_best <= 2 and s.act[m_best] > 0.3  # a real effect one or two steps up
-    assert s.loss[m_best] > s.loss[0] + 1  # the language switch surprises the unsteered model
-    assert s.distinct[MULTIPLES_03[i + 2]] < REPEAT_03 * s.distinct[0]  # repetitive within two steps
-    assert _repeats(texts[m_next], "levo") and _repeats(texts[4], "bienvenue plus")
-    assert s.distinct[4] < s.distinct[m_best] / 3
-    assert s.act[s.index > m_best].max() < s.act[m_best]  # the read-back falls past the sweet spot
-    assert s.loss[m_next] < s.loss[m_best]  # the loss cannot find the break
-    sweet = " ".join(steer03["texts"][m_best])
-    assert sum(w in sweet.split() for w in ("la", "de", "très", "un", "les", "à")) >= 3  # French words
+def test_03_04_the_edited_layer_is_the_topmost_on_mini_and_three_quarters_up_on_the_real_release(nb03):
+    run = nb03
+    run.sentence("on the mini preset, with SAEs at only a few layers, it is the topmost\none")
+    rel, layer = run.var("release"), run.var("layer")
+    assert layer == rel.layers[-1] and len(rel.layers) > 1
+    run.sentence("on the real release that is\nabout three quarters of the way up the model")
+    real = get_release("gemma-3-1b")
+    at = real.layers[len(real.layers) * 3 // 4]
+    assert 0.65 < at / real.n_model_layers < 0.8
 
 
-def test_03_push_of_half_a_spread_changes_the_text_and_past_one_it_breaks(steer03):
-    """03: "the text starts to change at about half a spread and breaks into repetition past one"."""
-    from saehelpers import steering
-    from saehelpers.text import token_batches
-
-    model, tok, layer, sae, feature = (steer03[k] for k in ("model", "tok", "layer", "sae", "feature"))
-    held = list(token_batches(tok, "mini", batch_size=4, seq_len=64, n_batches=2))
-    _, spread = steering.resid_norms(model, layer, held)
-    per_m = steer03["max_act"] * sae.W_dec[feature].norm().item() / spread  # push / spread at m = 1
-    s, m_best = steer03["sweep"], steer03["m_best"]
-    starts = s.index[s.act > 0.1].min()  # the first multiple with a real effect
-    assert 0.3 < starts * per_m < 1.0
-    assert m_best * per_m < 1.5 and MULTIPLES_03[MULTIPLES_03.index(m_best) + 1] * per_m > 1.0
+def test_03_residual_norm_is_mostly_the_shared_mean_and_bos_is_far_out(nb03):
+    run = nb03
+    run.sentence("(on the mini preset it does: see the plot below)")
+    norm_x, spread_x = run.var("norm_x").float(), run.var("spread_x").float()
+    assert norm_x.median() > 2 * positive(spread_x.median().item(), "the median spread")
+    run.sentence("On the mini preset it is wide, and BOS sits far\nto the right of every other token")
+    assert run.var("bos_norm") > 2 * norm_x.max()
 
 
-def test_03_clamp_matches_add_at_the_sweet_spot_and_breaks_later(steer03):
-    """03: at the sweet spot the added and clamped texts "start alike and part after a few words", and "clamping costs
-    less loss"; "one step further both break into the same repetition on one prompt ("levo levo levo …"), and
-    clamping is at most a little more varied"."""
-    from saehelpers import steering
-
-    model, tok, layer, sae, feature = (steer03[k] for k in ("model", "tok", "layer", "sae", "feature"))
-    m_best, max_act = steer03["m_best"], steer03["max_act"]
-    m_next = MULTIPLES_03[MULTIPLES_03.index(m_best) + 1]
-    got, clamped = {}, {}
-    for m in (m_best, m_next):
-        with steering.clamp(model, sae, feature, m * max_act):
-            texts = clamped[m] = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
-        got[m] = (
-            steering.read_back(model, tok, sae, feature, PROMPTS_03, texts)[1],
-            steering.distinct_words(texts),
-        )
-    added = steer03["texts"][m_best]
-    assert all(a.split()[0] == c.split()[0] for a, c in zip(added, clamped[m_best]))  # start alike
-    assert added != clamped[m_best]  # and part
-    s = steer03["sweep"]
-    assert got[m_best][0] < s.loss[m_best]
-    assert _repeats(clamped[m_next], "levo") and _repeats(steer03["texts"][m_next], "levo")
-    assert 0 <= got[m_next][1] - s.distinct[m_next] < 0.1
-
-
-def test_03_clamp_holds_the_feature_at_c_where_adding_lifts_it(steer03):
-    """03: on a French + English sentence, adding lifts the feature to about its own value + c, clamping holds it
-    at c, clamp to 0 sets it to 0."""
-    import contextlib
-
-    from saehelpers import steering
-
-    model, tok, layer, sae, feature = (steer03[k] for k in ("model", "tok", "layer", "sae", "feature"))
-    c = steer03["max_act"]
-    ids = tok(FRENCH_03[0] + " " + ENGLISH_03[2], return_tensors="pt").input_ids
-    got = {}
-    for name, edit in {
-        "clean": contextlib.nullcontext(),
-        "add": steering.steer(model, sae, feature, c),
-        "clamp": steering.clamp(model, sae, feature, c),
-        "zero": steering.clamp(model, sae, feature, 0.0),
-    }.items():
-        with edit, torch.no_grad():
-            x = hooks.resid_post(model, ids, [layer])[layer][0, 1:]
-            got[name] = sae.encode(x.to(sae.dtype))[:, feature].float()
-    on = got["clean"] > 1  # where it fires by itself
-    assert on.sum() >= 5
-    assert ((got["add"] - got["clean"] - c)[on].abs() < 0.2 * c).all()
-    assert ((got["clamp"] - c).abs() < 0.15 * c).all()
-    assert (got["zero"] == 0).all()
-
-
-def test_03_04_the_edited_layer_is_the_topmost_on_mini_and_three_quarters_up_on_the_real_release():
-    """03, 04: the SAE at index len(layers) * 3 // 4 is "the topmost one" on the mini preset and "about three quarters
-    of the way up the model" on the real release."""
-    mini, real = get_release("mini"), get_release("gemma-3-1b")
-    assert mini.layers[len(mini.layers) * 3 // 4] == mini.layers[-1]
-    layer = real.layers[len(real.layers) * 3 // 4]
-    assert 0.65 < layer / real.n_model_layers < 0.8
-
-
-def test_03_residual_norm_is_mostly_the_shared_mean_and_bos_is_far_out(mini):
-    """03: on the mini preset "a few huge dimensions that are nearly the same for every token" make up most of ||x||:
-    the median ||x|| is well above the median spread, and BOS "sits far to the right of every other token"."""
-    from saehelpers.activations import collect_resid
-    from saehelpers.text import token_batches
-
-    model, tok = mini
-    rel = get_release("mini")
-    layer = rel.layers[len(rel.layers) * 3 // 4]
-    held = list(token_batches(tok, "mini", batch_size=4, seq_len=64, n_batches=2))  # the notebook's
-    x = collect_resid(model, held, [layer], progress=False).acts[layer].float()
-    mean = x.mean(0)
-    norm, spread = x.norm(dim=-1), (x - mean).norm(dim=-1)
-    assert norm.median() > 2 * spread.median()
-    sq = mean.pow(2)
-    assert sq.topk(4).values.sum() > 0.9 * sq.sum()  # a few dimensions carry the shared part
-    assert sq.sum() > 0.5 * x.pow(2).sum(-1).mean()  # and it is most of ||x||^2
-    bos = hooks.resid_post(model, held[0]["input_ids"][:1, :1], [layer])[layer].norm()
-    assert bos > 2 * norm.max()
-
-
-def test_03_lower_layers_french_features_write_other_text_than_the_top_layers(steer03):
-    """03: only the topmost SAE layer writes French; the lower layers' "French" features read back at their own
-    layer, "a quarter to a half" of the topmost one's read-back, yet the one ruler reads almost nothing (Spanish or
-    fragments)."""
-    from saehelpers import features, steering
-
-    model, tok, rel, layer, sae, feature = (
-        steer03[k] for k in ("model", "tok", "rel", "layer", "sae", "feature")
+def test_03_sweep_effect_starts_then_breaks_into_repetition_and_the_loss_misses_the_break(nb03):
+    run = nb03
+    s = run.var("sweep").set_index("m")
+    texts, m_best, multiples = run.var("sweep_texts"), run.var("m_best"), run.var("MULTIPLES")
+    act = s["activation read back"] / positive(run.var("max_act"), "a_max")
+    loss, distinct = s["loss (nats/token)"], s["distinct words"]
+    i = multiples.index(m_best)
+    m_next = multiples[i + 1]
+    run.sentence("at $m \\le 0.5$\nnothing much happens, and the read-back activation stays near 0")
+    assert (act[act.index <= 0.5] < 0.05).all(), act
+    run.sentence("Within one step the text turns French and the\nread-back activation rises, with the loss")
+    assert 0.5 < m_best <= 2 and act[m_best] > 0.3 and loss[m_best] > loss[0] + 1, s
+    sweet = " ".join(texts[m_best]).split()
+    assert sum(w in sweet for w in ("la", "de", "très", "un", "les", "à", "le", "et")) >= 3, texts[m_best]
+    run.sentence("One or two steps past the sweet spot the text breaks into repetition")
+    assert distinct[multiples[i + 2]] < run.var("REPEAT") * distinct[0]
+    assert act[act.index > m_best].max() < act[m_best]  # "the read-back activation falls"
+    run.sentence('("levo levo levo …", and by m = 4 "bienvenue plus bienvenue plus …")')
+    assert _repeats(texts[m_next], "levo") and _repeats(texts[4], "bienvenue plus"), (texts[m_next], texts[4])
+    run.sentence(
+        "at the first step past the sweet spot it is\nlower than at the sweet spot, though the text is worse"
     )
-    m_best, max_act = steer03["m_best"], steer03["max_act"]
-    rows = {}
-    for L in rel.layers:
-        if L == layer:
-            continue
-        sae_L = saehelpers.load_sae(L, "mini")
-        f_L = int(features.contrast(model, tok, sae_L, rel, FRENCH_03, ENGLISH_03).index[0])
-        max_L = steering.max_activation(model, tok, sae_L, FRENCH_03)[f_L].item()
-        with steering.steer(model, sae_L, f_L, m_best * max_L):
-            texts = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
-        own, _ = steering.read_back(model, tok, sae_L, f_L, PROMPTS_03, texts)
-        ruler, loss = steering.read_back(model, tok, sae, feature, PROMPTS_03, texts)
-        rows[L] = own / max_L, ruler / max_act, loss, " ".join(texts).split()
-    top = steer03["sweep"].act[m_best]
-    for own, ruler, _, _ in rows.values():
-        assert 0.2 * top < own < 0.55 * top and ruler < 0.05 and ruler < top / 5
-    first, second, third = rel.layers[:3]  # 2, 6, 10 on mini
-    assert not set(rows[second][3]) & {"la", "le", "de", "un", "el", "es"}  # fragments
-    for L in (first, third):  # Spanish
-        words = rows[L][3]
-        assert sum(w in words for w in ("la", "de", "un", "te", "lo", "ciudad", "visita")) >= 2, words
+    assert loss[m_next] < loss[m_best] and distinct[m_next] < distinct[m_best]
 
 
-def test_03_coarse_feature_changes_english_text_broadly_and_the_fine_one_writes_no_french(steer03):
-    """03: the first group's French feature fires on "nearly half of all held-out tokens", on English too; its lens is
-    English; it changes the English text but keeps it English, reads back, and the French feature does not; the last
-    group's fires on a tiny share and reads back ~0: it changes the English text but writes no French."""
-    from saehelpers import features, steering
-
-    model, tok, rel, layer, sae, feature = (
-        steer03[k] for k in ("model", "tok", "rel", "layer", "sae", "feature")
+def test_03_read_back_starts_at_three_quarters_of_a_spread_and_past_one_it_breaks(nb03):
+    run = nb03
+    run.sentence(
+        "on the mini preset the feature starts to read back at\nabout three quarters of a spread, and the text breaks into repetition past one"
     )
-    french, a_max, m_best = steer03["french"], steer03["a_max"], steer03["m_best"]
-    stats = features.feature_stats(model, tok, sae, "mini", n_tokens=2048)
-    coarse = int(french.index[french.group == 0][0])
-    fine = int(french.index[french.group == len(rel.groups) - 1][0])
-    assert 0.4 < stats.frequency[coarse] < 0.5 and stats.frequency[fine] < 0.005
-    assert french.freq_b[coarse] > 0.5  # it fires on most English tokens too
-    lens = [tok.decode(t) for t in lm.logit_lens(model, sae.W_dec[coarse], k=5)[0]]
-    assert {" an", " particular", " actual"} <= set(lens)  # English
-    got = {}
-    for f in (coarse, fine):
-        with steering.steer(model, sae, f, m_best * a_max[f].item()):
-            texts = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
-        (own, fr), _ = steering.read_back(model, tok, sae, [f, feature], PROMPTS_03, texts)
-        got[f] = own / a_max[f].item(), fr / steer03["max_act"], " ".join(texts)
-    assert got[coarse][0] > 0.2 and got[coarse][1] < 0.05
-    plain = " ".join(steer03["texts"][0])
-    assert got[coarse][2] != plain and got[coarse][2].isascii()  # changed, and still English
-    assert not set(got[coarse][2].split()) & {"la", "le", "de", "un", "une", "est", "et", "el", "es"}
-    assert got[fine][0] < 0.05 and got[fine][1] < 0.05
-    assert got[fine][2] != " ".join(steer03["texts"][0])  # not the unsteered text
+    s = run.var("sweep").set_index("m")
+    act = s["activation read back"] / run.var("max_act")
+    push, distinct = s["push / spread"], s["distinct words"]
+    starts = act.index[act > 0.1].min()  # the first multiple with a real effect
+    assert 0.6 < positive(push[starts], "the push where the read-back starts") < 0.9, push
+    repetitive = distinct.index[distinct < run.var("REPEAT") * distinct.iloc[0]].min()
+    assert push[repetitive] > 1.0 and push[run.var("m_best")] <= 1.0, (push, distinct)
 
 
-def test_03_numbers_win_over_french_when_both_are_added(steer03):
-    """03: "the numbers feature wins": the combined texts read back the numbers feature more and French less than
-    the French texts do."""
-    from saehelpers import features, steering
-
-    model, tok, rel, layer, sae, feature = (
-        steer03[k] for k in ("model", "tok", "rel", "layer", "sae", "feature")
+def test_03_clamp_holds_the_feature_at_c_where_adding_lifts_it(nb03):
+    run = nb03
+    run.sentence(
+        "adding lifts it further, to about its own value plus $c$,\nwhile clamping holds it at $c$; clamp to 0 sets it to 0 everywhere"
     )
-    m_best, max_act = steer03["m_best"], steer03["max_act"]
-    reads = features.contrast(model, tok, sae, rel, NUMBERS_03, ENGLISH_03).index[:10].tolist()
-    digits = [tok.encode(str(i), add_special_tokens=False)[0] for i in range(10)]
-    top_lens, _ = lm.logit_lens(model, sae.W_dec[reads], k=10)
-    writes = [len(set(t.tolist()) & set(digits)) for t in top_lens]
-    feature_b = reads[writes.index(max(writes))]
-    max_b = steering.max_activation(model, tok, sae, NUMBERS_03)[feature_b].item()
-    v = m_best * max_act * sae.W_dec[feature] + m_best * max_b * sae.W_dec[feature_b]
-    with steering.steer(model, layer, v.float()):
-        both = steering.generate(model, tok, PROMPTS_03, N_NEW_03)
-    (fr, num), _ = steering.read_back(model, tok, sae, [feature, feature_b], PROMPTS_03, both)
-    (fr0, num0), _ = steering.read_back(
-        model, tok, sae, [feature, feature_b], PROMPTS_03, steer03["texts"][m_best]
+    edited, c = run.var("edited"), run.var("max_act")
+    clean, added, clamped, zero = edited.values()  # clean, add, clamp to c, clamp to 0 (the cell's order)
+    on = clean > 1  # where it fires by itself
+    assert positive(on.sum().item(), "tokens where the feature fires by itself") >= 3
+    assert ((added - clean - c)[on].abs() < 0.2 * c).all(), (added - clean)[on]
+    assert ((clamped - c).abs() < 0.15 * c).all() and (zero == 0).all()
+
+
+def test_03_clamp_matches_add_at_the_sweet_spot_then_both_break(nb03):
+    run = nb03
+    t, m_best = run.var("clamp_texts"), run.var("m_best")
+    multiples = run.var("MULTIPLES")
+    m_next = multiples[multiples.index(m_best) + 1]
+    run.sentence("at the sweet spot the two texts start alike and part after a few words")
+    added, clamped = t[f"add, m = {m_best:g}"], t[f"clamp, m = {m_best:g}"]
+    assert all(a.split()[:2] == c.split()[:2] for a, c in zip(added, clamped)) and added != clamped
+    run.sentence("Clamping costs less loss")
+    table = run.var("add_vs_clamp")
+    assert table.loc[(m_best, "clamp"), "loss (nats/token)"] < table.loc[(m_best, "add"), "loss (nats/token)"]
+    run.sentence('One step\nfurther both break into the same repetition on one prompt ("levo levo levo …")')
+    assert _repeats(t[f"add, m = {m_next:g}"], "levo") and _repeats(t[f"clamp, m = {m_next:g}"], "levo")
+    run.sentence("clamping is at most a little\nmore varied (the distinct-words column)")
+    gap = table.loc[(m_next, "clamp"), "distinct words"] - table.loc[(m_next, "add"), "distinct words"]
+    assert 0 <= gap < 0.1, gap
+
+
+def test_03_numbers_win_over_french_when_both_are_added(nb03):
+    run = nb03
+    run.sentence(
+        "On the mini preset the numbers feature wins outright: the combined texts\nare runs of digits"
     )
-    assert fr < fr0 / 2 and num > num0
-    assert sum(ch.isdigit() for ch in "".join(both)) > len("".join(both)) / 3  # runs of digits
+    reads_back, texts = run.var("reads_back"), run.var("combo_texts")
+    (fr, num), _ = reads_back["French + numbers"]
+    (fr0, num0), _ = reads_back["French"]
+    assert fr < positive(fr0, "French read back on the French texts") / 2 and num > num0
+    both = "".join(texts["French + numbers"])
+    assert sum(ch.isdigit() for ch in both) > len(both) / 3, both
 
 
-# ---------------------------------------------------------------- 00 and 02: one sentence, feature cards
+def test_03_lower_layers_french_features_write_other_text_than_the_top_layers(nb03):
+    run = nb03
+    by_layer, layer = run.var("by_layer"), run.var("layer")
+    run.sentence("On the mini preset they do not: only the topmost SAE layer writes French")
+    top = by_layer.loc[layer]
+    lower = by_layer.drop(index=layer)
+    assert len(lower) >= 2
+    run.sentence("more weakly than the topmost one (a quarter to a half of its\nread-back)")
+    own = lower["own read back / its a_max"] / positive(
+        top["own read back / its a_max"], "the top layer's read-back"
+    )
+    assert own.between(0.2, 0.55).all(), own
+    run.sentence("yet the one ruler reads almost nothing")
+    assert (lower["French read back / a_max"] < 0.05).all() and (
+        lower["French read back / a_max"] < top["French read back / a_max"] / 5
+    ).all()
 
 
-def test_00_repeating_top_features_are_early_group_and_bos_outweighs_the_rest(mini):
-    """00: the two features that lead at four tokens or more sit in g0, some lead at one token only; BOS's squared norm
-    outweighs all other tokens' together; every token's error is about a tenth of its norm."""
-    model, tok = mini
-    rel = get_release("mini")
-    layer = rel.layers[len(rel.layers) // 2]
-    sae = saehelpers.load_sae(layer, "mini")
-    ids = tok(SENTENCE, return_tensors="pt").input_ids
-    x = hooks.resid_post(model, ids, [layer])[layer][0]
-    with torch.no_grad():
-        f = sae.encode(x.to(sae.dtype))
-        x_hat = sae.decode(f)
-    top = f[1:].topk(3, dim=-1).indices.flatten().tolist()
-    counts = {i: top.count(i) for i in set(top)}
-    repeated = [i for i, c in counts.items() if c >= 4]
-    assert len(repeated) == 2 and all(rel.group_of(i) == 0 for i in repeated)
-    assert sum(c == 1 for c in counts.values()) >= 5
-    sq = x.float().norm(dim=-1) ** 2
-    assert sq[0] > sq[1:].sum()
-    err = ((x - x_hat).norm(dim=-1) / x.norm(dim=-1))[1:]
-    assert (
-        0.05 < err.min() and err.max() < 0.2 and err.max() < 2 * err.median()
-    )  # "much the same, about a tenth"
-
-
-@pytest.fixture(scope="module")
-def cards02(mini):
-    """Notebook 02's layer, statistics and French/English contrast."""
-    from saehelpers import features
-
-    model, tok = mini
-    rel = get_release("mini")
-    layer = rel.layers[len(rel.layers) // 2]
-    sae = saehelpers.load_sae(layer, "mini")
-    stats = features.feature_stats(model, tok, sae, "mini", n_tokens=4096)
-    french = [
-        "Le chat dort sur le canapé.",
-        "Nous allons au marché demain matin.",
-        "Il fait très beau aujourd'hui.",
-        "Je voudrais un café, s'il vous plaît.",
-        "La réunion commence à dix heures.",
-        "Elle lit un livre dans le jardin.",
-        "Les enfants jouent dans le parc.",
-        "Où se trouve la gare ?",
-    ]
-    english = [
-        "The cat is sleeping on the sofa.",
-        "We are going to the market tomorrow morning.",
-        "The weather is very nice today.",
-        "I would like a coffee, please.",
-        "The meeting starts at ten o'clock.",
-        "She is reading a book in the garden.",
-        "The children are playing in the park.",
-        "Where is the train station?",
-    ]
-    table = features.contrast(model, tok, sae, rel, french, english)
-    return model, tok, rel, layer, sae, stats, table
-
-
-def test_02_rows_broad_and_narrow_and_group_medians_fall(cards02):
-    """02: among the sentence's top features some fire on most tokens and some on one or two; the median firing
-    frequency falls from group to group; most features' firings are mostly weak (below half their max)."""
-    from saehelpers import features
-    from saehelpers.features import HIST_EDGES
-
-    model, tok, rel, layer, sae, stats, _ = cards02
-    text = "The Eiffel Tower is in Paris. It was finished in 1889 and is 330 metres tall."
-    _, feats = features.encode_text(model, tok, sae, text)
-    shown = feats.max(0).values.topk(6).indices  # display.text_features(n=6): the largest anywhere
-    on = (feats[:, shown] > 0).float().mean(0)
-    assert on.max() > 0.6 and ((feats[:, shown] > 0).sum(0) <= 2).any()
-    medians = [stats.frequency[a:b].median().item() for a, b in rel.groups]
-    assert all(m1 > m2 for m1, m2 in zip(medians, medians[1:]))
-    edges = torch.as_tensor(HIST_EDGES)
-    mid = (edges[:-1] * edges[1:]).sqrt()
-    busy = (stats.counts >= 20).nonzero().flatten()
-    weak = torch.stack([stats.hist[f][mid < stats.max[f] / 2].sum() / stats.hist[f].sum() for f in busy])
-    assert 0.7 < (weak > 0.5).float().mean() < 0.95  # "about four in five"
-
-
-_MARKERS = {  # words only one of the three languages uses, to tell contexts apart
-    "es": {
-        "el",
-        "los",
-        "las",
-        "que",
-        "y",
-        "como",
-        "cuando",
-        "mi",
-        "lo",
-        "por",
-        "con",
-        "del",
-        "fue",
-        "tengo",
-        "muy",
-    },
-    "fr": {"le", "les", "des", "et", "est", "une", "pour", "dans", "qui", "du", "au", "fichiers", "système"},
-    "it": {"il", "di", "della", "per", "che", "delle", "nomi", "localizzazione"},
+_FRENCH_WORDS = {
+    " toujours",
+    " même",
+    " aussi",
+    " également",
+    " plusieurs",
+    " quels",
+    " quelque",
+    " quoi",
+    " tout",
+    " là",
 }
 
 
-def _language(example) -> str | None:
-    """The language whose marker words a context holds most of (None: none of them)."""
-    words = "".join(example["strings"]).lower().split()
-    hits = {lang: sum(w in m for w in words) for lang, m in _MARKERS.items()}
-    best = max(hits, key=hits.get)
-    return best if hits[best] else None
+def test_03_the_french_feature_reads_dutch_and_digits_and_writes_french(nb03):
+    run = nb03
+    run.sentence(
+        "On held-out text the feature fires on Dutch\nmanual-page lines and on digits in dialogue, not on French"
+    )
+    card = run.var("card")
+    assert card.feature == run.var("feature")
+    top = ["".join(e["strings"]) for e in card.top]
+    dutch = [
+        t for t in top if {"uit", "uit]", "[uit]", "de", "elke", "worden"} & set(t.replace("[", " ").split())
+    ]
+    digits = [t for t in top if any(ch.isdigit() for ch in t)]
+    assert positive(len(dutch), "Dutch top contexts") >= len(top) / 2 and digits, top
+    french = [
+        t for t in top if {"le", "la", "les", "est", "une", "très", "je", "nous"} & set(t.lower().split())
+    ]
+    assert not french, french
+    run.sentence("Only its logit\nlens is French (' toujours', ' même', ' aussi', ...)")
+    lens = set(card.logits["raises"])
+    assert len(lens & _FRENCH_WORDS) >= 4, lens
 
 
-def test_02_contrast_winners_are_not_french_only(cards02):
-    """02: "none of the four is French": their top contexts on held-out text are "mostly Italian"; the held-out
-    text "holds a little more Italian than French, and more Spanish than either"."""
-    from collections import Counter
+def test_03_coarse_feature_is_broad_and_english_and_the_fine_one_never_fired(nb03):
+    run = nb03
+    t = run.var("coarse_fine")
+    coarse, fine = t.loc["coarse"], t.loc["fine"]
+    french_col = next(c for c in t.columns if c.startswith("French ("))
+    run.sentence("On the mini preset the coarse feature fires on nearly half of all held-out tokens")
+    assert coarse["group"] == 0 and 0.4 < coarse["fires on (held-out share)"] < 0.5
+    run.sentence('Its logit lens\nis English ("an", "particular", "actual")')
+    assert {" an", " particular", " actual"} <= set(coarse["logit lens"])
+    run.sentence("the text reads it back, and the main French feature does not")
+    assert coarse["own activation read back / a_max"] > 0.2 and coarse[french_col] < 0.05
+    texts, plain = run.var("texts"), run.var("plain")
+    assert texts["coarse"] != plain and "".join(texts["coarse"]).isascii()  # changed, and still English
+    run.sentence(
+        "The fine feature did not fire on a single held-out token of the\nstatistics (its share is 0)"
+    )
+    assert fine["group"] == len(run.var("release").groups) - 1 and fine["fires on (held-out share)"] == 0
+    assert run.var("stats").counts[int(fine["feature"])] == 0
+    run.sentence("Its logit lens is not French either (tokens of\nother scripts)")
+    assert not set(fine["logit lens"]) & _FRENCH_WORDS and not all(w.isascii() for w in fine["logit lens"])
+    run.sentence("Pushed alone, it changes the English text and writes no French; it does not even read back")
+    assert (
+        texts["fine"] != plain and fine["own activation read back / a_max"] < 0.05 and fine[french_col] < 0.05
+    )
 
-    from saehelpers.text import read_jsonl_gz, shipped_sample_path
 
-    model, tok, rel, layer, sae, stats, table = cards02
-    broad = table[table.freq_b > 0.05].index[:2]
-    specific = table[table.freq_b <= 0.05].index[:2]
-    langs = Counter()
-    for f in [*broad, *specific]:
-        card = cards.feature_card(model, tok, sae, rel, stats, int(f), n_examples=16)
-        langs_f = Counter(_language(e) for e in card.top)
-        assert langs_f["fr"] < len(card.top) / 4, (f, langs_f)
-        langs += langs_f
-    marked = sum(n for lang, n in langs.items() if lang)
-    assert langs["it"] > marked / 2, langs
-    chars = Counter()
-    for doc in read_jsonl_gz(shipped_sample_path()):  # the held-out sample the package ships
-        chars[doc["lang"]] += len(doc["text"])
-    assert chars["es"] > chars["it"] > chars["fr"] > 0.8 * chars["it"], chars
-
-
-# ---------------------------------------------------------------- 05: prefixes on every layer
+# ---------------------------------------------------------------- 04: ablation
 
 
 @pytest.fixture(scope="module")
-def prefixes05(mini):
-    """Notebook 05's held-out activations at every SAE layer and each layer's prefix table."""
-    import pandas as pd
-
-    from saehelpers.activations import collect_resid
-    from saehelpers.text import token_batches
-
-    model, tok = mini
-    rel = get_release("mini")
-    batches = token_batches(tok, "mini", batch_size=8, seq_len=128, split="heldout")
-    acts = collect_resid(model, batches, rel.layers, max_tokens=4096, progress=False)
-    tables = [
-        matryoshka.prefix_metrics(saehelpers.load_sae(L, "mini"), rel, acts.acts[L]).assign(layer=L)
-        for L in rel.layers
-    ]
-    return model, tok, rel, pd.concat(tables, ignore_index=True)
+def nb04():
+    return claims.notebook("04_ablation")
 
 
-def test_05_prefix_ev_small_prefix_fair_then_diminishing_and_deeper_is_harder_at_full_width(prefixes05):
-    """05 (and 00's pointer to it): over held-out tokens every prefix scores above 0, the first "a fifth to nearly a
-    third"; past the second group each group adds less; at full width "the first layers are the easiest to
-    reconstruct and the last two the hardest, about equally (within 0.02)", at the smallest widths not in order;
-    about zero even the smallest prefix scores close to 0.9."""
-    _, _, rel, table = prefixes05
-    ev = table.pivot(index="layer", columns="width", values="ev_mean")
-    assert (ev.to_numpy() > 0).all()
-    assert ev.iloc[:, 0].between(0.18, 0.32).all()
-    gains = ev.diff(axis=1).iloc[:, 1:].to_numpy()  # gains from each group after the first
-    assert (gains[:, 1:-1] > gains[:, 2:]).all()  # from the third group on, each adds less
-    full = ev.iloc[:, -1]
-    a, b, c, d = full.tolist()  # in layer order
-    assert a > b > max(c, d) and abs(c - d) < 0.02
+def test_04_every_prompt_is_right_before_it_is_measured(nb04):
+    run = nb04
+    run.sentence("Check the last column: every number should be positive")
+    assert (run.var("clean_diff") > 0).all() and positive(run.var("clean"), "the clean m") > 0
+
+
+def test_04_candidates_broad_and_narrow_and_the_first_groups_fire_more(nb04):
+    run = nb04
+    rel, stats, candidates, at_last = (
+        run.var("release"),
+        run.var("stats"),
+        run.var("candidates"),
+        run.var("at_last"),
+    )
+    run.sentence(
+        "Look for candidates that are active on several kinds of prompt and others active on one kind only"
+    )
+    kinds = torch.stack(
+        [(at_last[i : i + 2, candidates] > 0).any(0) for i in (0, 2, 4)]
+    )  # cities, brackets, numbers
+    n_kinds = kinds.sum(0)
+    assert (n_kinds >= 2).any() and (n_kinds == 1).any(), n_kinds
+    run.sentence(
+        "every candidate of\nthe first two groups fires on a larger share of held-out tokens than any of the later groups"
+    )
+    freq = {f: stats.frequency[f].item() for f in candidates}
+    early = [freq[f] for f in candidates if rel.group_of(f) <= 1]
+    later = [freq[f] for f in candidates if rel.group_of(f) > 1]
+    assert early and later and min(early) > max(later), freq
+
+
+def test_04_set_ablation_costs_less_than_the_sum_of_single_effects(nb04):
+    run = nb04
+    run.sentence("the measured line follows the dashed one for the first features and then stays above it")
+    together, singles = np.array(run.var("together")), run.var("singles")
+    gaps = together - singles
+    assert len(gaps) == len(run.var("candidates")) and abs(gaps[0]) < 1e-3  # one feature: the same ablation
+    assert positive(gaps[-1], "the last gap") > 0.05 and (gaps > -0.02).all(), gaps
+    assert np.abs(gaps).max() < np.abs(together).max()  # a mild interaction, not a reversal
+
+
+def test_04_smaller_prefix_raises_the_loss_and_lowers_m_at_every_step(nb04):
+    run = nb04
+    run.sentence("As the prefix shrinks, expect both\nloss lines to rise and $m$ to fall")
+    run.sentence("on the mini preset they do,\nat every step")
+    prefixes = run.var("prefixes")
+    assert prefixes["error term"].nunique() == 2
+    for _, part in prefixes.groupby("error term"):
+        part = part.sort_values("prefix width kept")
+        assert len(part) == len(run.var("release").matryoshka_widths)
+        assert part["loss"].is_monotonic_decreasing and part["loss"].is_unique, part
+        assert part["m"].is_monotonic_increasing and part["m"].is_unique, part
+
+
+def test_04_attribution_ranks_worse_at_the_earliest_layer_and_size_does_not_predict_the_miss(nb04):
+    run = nb04
+    run.sentence("on the mini preset the estimate ranks the features worse at the earliest layer")
+    rho, rho_early = run.var("rho"), run.var("rho_early")
+    assert rho_early < rho and positive(rho, "the rank correlation at the notebook's layer") > 0
+    run.sentence("on the mini preset it is weak (printed)")
+    misses = run.var("misses")
+    assert len(misses) == run.var("N_TOP")
+    assert abs(misses["miss"].rank().corr(misses["total activation"].rank())) < 0.5
+
+
+# ---------------------------------------------------------------- 05: Matryoshka prefixes
+
+
+@pytest.fixture(scope="module")
+def nb05():
+    return claims.notebook("05_matryoshka_prefixes")
+
+
+def test_05_small_prefix_fair_then_diminishing_and_deeper_is_harder_at_full_width(nb05):
+    run = nb05
+    ev, prefixes, rel = run.var("ev"), run.var("prefixes"), run.var("release")
+    assert list(ev.index) == list(run.var("LAYERS")) and list(ev.columns) == list(rel.matryoshka_widths)
+    run.sentence(
+        "the first, tiny prefix already explains a fifth to nearly a third of the variance on its own"
+    )
+    assert ev.iloc[:, 0].between(0.18, 0.34).all(), ev.iloc[:, 0]
+    run.sentence(f"with\n{rel.matryoshka_widths[0] / rel.d_sae:.1%} of the latents")
+    run.sentence("Past the second group, each further group, four times wider, adds less than the one before")
+    gains = ev.diff(axis=1).iloc[:, 1:].to_numpy()  # what each group after the first adds
+    assert (gains > 0).all() and (gains[:, 1:-1] > gains[:, 2:]).all(), gains
+    assert "EV rises with every group on every layer: True" in run.text(
+        run.code_cell("EV rises with every group")
+    )
+    run.sentence(
+        "At full width the first layers are the easiest to reconstruct and the last two the\nhardest, about equally (within 0.02 here)"
+    )
+    a, b, c, d = ev.iloc[:, -1].tolist()  # in layer order
+    assert a > b > max(c, d) and abs(c - d) < 0.02, (a, b, c, d)
+    run.sentence("at the smallest widths the order is not that clean")
     assert not ev.iloc[:, 0].is_monotonic_decreasing
-    assert (table[table.width == rel.matryoshka_widths[0]].ev_zero > 0.85).all()  # "close to 0.9"
+    run.sentence("about zero, even the smallest prefix scores close to 0.9")
+    zero = prefixes[prefixes.width == rel.matryoshka_widths[0]].ev_zero
+    assert len(zero) == len(ev) and zero.between(0.85, 0.95).all(), zero
 
 
-def test_05_prefix_loss_falls_with_width_and_not_in_proportion_to_ev(prefixes05):
-    """05: the loss increase falls with every width; at full width a layer that leaves out less variance can cost
-    more loss than another."""
-    from saehelpers.text import token_batches
+def test_05_loss_falls_with_every_width_not_diminishing_and_not_in_proportion_to_ev(nb05):
+    run = nb05
+    dl, ev = run.var("dl"), run.var("ev")
+    run.sentence("the loss increase falls with every width, like the unexplained variance")
+    assert (dl.diff(axis=1).iloc[:, 1:] < 0).all().all(), dl
+    assert positive(dl.iloc[:, -1].min(), "the smallest full-width loss increase") > 0
+    run.sentence(
+        "compare two layers at full width, and the one that leaves out less variance can cost the model more loss"
+    )
+    full_ev, full_dl = ev.iloc[:, -1], dl.iloc[:, -1]
+    assert any(full_ev[a] > full_ev[b] and full_dl[a] > full_dl[b] for a in dl.index for b in dl.index)
+    run.sentence(
+        "explained variance rises with every group, with\n  diminishing returns past the second group, and the loss increase falls with every group, on every layer"
+    )
+    drops = -dl.diff(axis=1).iloc[:, 1:].to_numpy()  # what each group after the first takes off the loss
+    # the loss's drops do not shrink group by group (the summary claims no diminishing returns for the loss)
+    assert not (drops[:, 1:] < drops[:, :-1]).all(), drops
 
-    model, tok, rel, table = prefixes05
-    full = rel.matryoshka_widths[-1]
-    rows = {}
-    for L in rel.layers:
-        batches = token_batches(tok, "mini", batch_size=4, seq_len=64, n_batches=1)
-        loss = matryoshka.prefix_loss(model, saehelpers.load_sae(L, "mini"), rel, batches)
-        assert loss.delta_loss.is_monotonic_decreasing
-        ev = table[(table.layer == L) & (table.width == full)].ev_mean.item()
-        rows[L] = ev, loss.delta_loss.iloc[-1]
-    assert any(rows[a][0] > rows[b][0] and rows[a][1] > rows[b][1] for a in rows for b in rows)
 
-
-def test_05_first_groups_fire_most_and_take_a_large_share_of_firings(mini):
-    """05: the group medians fall; the first two groups, 1.6% of the latents, take about a quarter of all firings."""
-    from saehelpers import features
-
-    model, tok = mini
-    rel = get_release("mini")
-    layer = rel.layers[len(rel.layers) // 2]
-    stats = features.feature_stats(model, tok, saehelpers.load_sae(layer, "mini"), "mini", n_tokens=4096)
-    freq = stats.frequency
+def test_05_first_groups_fire_most_and_take_a_large_share_of_firings(nb05):
+    run = nb05
+    by_group, rel = run.var("by_group"), run.var("release")
+    run.sentence("the median (black bar) falls from group to group")
+    med = by_group["median"]
+    assert len(med) == len(rel.groups) and med.is_monotonic_decreasing and med.is_unique, med
     w = rel.matryoshka_widths[1]
-    assert w / rel.d_sae == pytest.approx(0.016, abs=0.001)
-    assert 0.18 < (freq[:w].sum() / freq.sum()).item() < 0.32
+    run.sentence(
+        f"the first two groups, {w / rel.d_sae:.1%} of the latents on the mini preset, take about a quarter"
+    )
+    share = by_group["share_of_firings"].iloc[:2].sum()
+    assert 0.18 < share < 0.32, share
+
+
+def test_05_tree_score_is_cosine_times_p_parent(nb05):
+    run = nb05
+    run.sentence("The table's `score` is the product $\\cos(d_p, d_c) \\cdot P(p \\mid c)$")
+    tree = run.var("tree")
+    assert positive(len(tree), "parent-child pairs") and np.allclose(
+        tree.score, tree.cosine * tree.p_parent_given_child
+    )
+    assert (tree.cosine >= 0.2).all() and (tree.p_parent_given_child >= 0.5).all()  # the cell's thresholds
+
+
+# ---------------------------------------------------------------- 06: the toy hierarchy
+
+
+@pytest.fixture(scope="module")
+def nb06():
+    return claims.notebook("06_toy_hierarchy")
+
+
+def test_06_matryoshka_avoids_absorption_only_for_first_group_parents(nb06):
+    run = nb06
+    tables = run.var("tables")
+    plain, nested = tables["plain"], tables["Matryoshka"]
+    run.sentence(
+        "in the plain SAE some parent latents stay silent on a large share of the samples where a child is\npresent"
+    )
+    assert (plain.absorption > 0.1).any(), plain
+    run.sentence(
+        "a parent whose latent sits in the first group fires on every child sample (absorption\nnear 0) and leans a little toward its children (cosine below 1: hedging)"
+    )
+    first, later = nested[nested.group == 0], nested[nested.group > 0]
+    assert len(first) >= 1 and (first.absorption < 0.02).all() and (first.cosine < 0.98).all(), nested
+    run.sentence("its children's latents are purer than\nthe plain SAE's")
+    for p in first.index:
+        if plain.absorption[p] > 0.1:
+            assert nested.child_cosine[p] > plain.child_cosine[p]
+    run.sentence("that parent is then absorbed as in the plain SAE, and the right plot turns around for it")
+    assert len(later) >= 1, nested  # the seeded run shows both cases
+    for p in later.index:
+        assert nested.absorption[p] > 0.1
+        if plain.absorption[p] < 0.02:
+            assert plain.child_cosine[p] > nested.child_cosine[p]
+    run.sentence("nesting makes absorption costly, it does not forbid it")
+    assert 0 < positive(nested.absorption.mean(), "the Matryoshka mean absorption") < plain.absorption.mean()
+
+
+def test_06_hierarchy_misses_absorbed_families_and_mostly_finds_first_group_ones(nb06):
+    run = nb06
+    check = run.var("check")
+    run.sentence("The discovery does **not** recover every planted family here")
+    assert 0 <= check.recovered.sum() < len(check) and len(check) >= 2
+    run.sentence(
+        "a parent whose latent the Matryoshka SAE put in a later group is not among the parents the discovery starts\n  from (the first group), so none of its children are found"
+    )
+    run.sentence("the children found are mostly its true children")
+    for _, row in check.iterrows():
+        truth, got = set(row["latents of its true children"]), set(row["children found"])
+        if row["group"] > 0:
+            assert not got, row
+        else:
+            assert len(truth & got) >= 2, row
+    found = run.var("found")
+    assert positive(len(found), "pairs found") and (found.p_parent_given_child > 0.5).all()
+
+
+def test_06_most_true_features_have_a_latent_on_the_diagonal(nb06):
+    run = nb06
+    run.sentence("so a perfect\ndictionary is a bright diagonal of cosines near 1")
+    printed = run.text(run.code_cell("def best_match("))
+    m = re.search(r"(\d+) of (\d+) features have a latent at cosine > 0.9", printed)
+    assert m, printed
+    assert positive(int(m.group(1)), "features matched at cosine > 0.9") >= 0.5 * int(m.group(2))
