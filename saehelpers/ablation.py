@@ -24,25 +24,13 @@ import pandas as pd
 import torch
 
 from . import hooks, lm
-from .checks import check_features, check_int, check_vector
-from .matryoshka import _check_sae as _check_layout
+from .checks import check_callable, check_features, check_int, check_sae, check_vector
 from .matryoshka import check_width, groups, latent_groups
 from .progress import progress_bar
-from .release import layer_of
+from .release import as_release
 from .tokens import check_texts, pad_rows, token_strings
 
 # ---------------------------------------------------------------- checks
-
-
-def _check_sae(model, sae) -> int:
-    layer = layer_of(sae, model)
-    # x - a_f d_f equals decode(a') + error only when decode is affine (no output normalisation).
-    if getattr(sae.cfg, "normalize_activations", "none") != "none":
-        raise ValueError(
-            f"This SAE normalises its input ({sae.cfg.normalize_activations!r}); ablation here needs "
-            "normalize_activations='none'."
-        )
-    return layer
 
 
 def _distinct(sae, features) -> list[int]:
@@ -87,7 +75,7 @@ def _edit(sae, x, ids, means, keep_error) -> torch.Tensor:
 
 @contextmanager
 def _ablation(model, sae, ids, means=None, positions=None, include_bos=False, keep_error=True):
-    layer = _check_sae(model, sae)
+    layer = check_sae(sae, model=model, affine=True)
     means = _check_means(sae, means)
     positions = hooks._check_positions(positions)
     ids = torch.as_tensor(ids, dtype=torch.long, device=sae.W_dec.device)
@@ -115,13 +103,15 @@ def ablate(model, sae, features, means=None, positions=None, include_bos=False, 
     BOS (position 0) is left alone unless include_bos=True. keep_error=False replaces the residual by
     the SAE's reconstruction of the ablated activations (the SAE's error is then lost as well).
     """
+    check_sae(sae, model=model, affine=True)
     ids = _distinct(sae, features)
     return _ablation(model, sae, ids, means, positions, include_bos, keep_error)
 
 
 def ablate_group(model, sae, release, group: int, **kwargs):
     """Context manager: ablate every feature of Matryoshka `group` (its latents `start:end`); see `ablate`."""
-    release = _check_layout(sae, release)
+    check_sae(sae, release, layers=False)
+    release = as_release(release)
     start, end = groups(release)[_check_group(release, group)]
     return ablate(model, sae, range(start, end), **kwargs)
 
@@ -131,7 +121,8 @@ def ablate_outside(model, sae, release, width: int, **kwargs):
 
     width = d_sae ablates nothing: with keep_error=False that is the plain spliced SAE.
     """
-    release = _check_layout(sae, release)
+    check_sae(sae, release, layers=False)
+    release = as_release(release)
     width = check_width(release, width)
     return _ablation(model, sae, list(range(width, sae.cfg.d_sae)), **kwargs)
 
@@ -142,7 +133,7 @@ def splice(model, sae, keep_error: bool = True, include_bos: bool = True):
     Nothing ablated: with the error term the model computes what the clean model does (up to float
     rounding); keep_error=False is `hooks.splice_sae`, the SAE's reconstruction alone.
     """
-    layer = _check_sae(model, sae)
+    layer = check_sae(sae, model=model, affine=True)
     if not keep_error:
         return hooks.splice_sae(model, sae, include_bos=include_bos)
 
@@ -237,7 +228,7 @@ def _where(task, positions, include_bos) -> torch.Tensor:
 
 
 def _metric(task, metric):
-    return task.metric if metric is None else metric
+    return task.metric if metric is None else check_callable(metric, "metric", "lambda logits: logits[:, 5].mean()")
 
 
 def attribute(
@@ -257,8 +248,9 @@ def attribute(
     `tokenizer` is given, else its id), feature, group (when `release` is given), activation, estimate.
     `attrs["metric"]` holds the clean metric.
     """
-    layer = _check_sae(model, sae)
-    release = None if release is None else _check_layout(sae, release)
+    layer = check_sae(sae, model=model, affine=True)
+    release = None if release is None else as_release(release)
+    check_sae(sae, release, layers=False)
     means = _check_means(sae, means)
     where = _where(task, positions, include_bos)
     metric = _metric(task, metric)
@@ -310,6 +302,7 @@ def true_effects(
     Same arguments as `attribute`. Returns a table indexed by feature (in the order given) with the
     column `effect` = metric(ablated) - metric(clean); `attrs["metric"]` holds the clean metric.
     """
+    check_sae(sae, model=model, affine=True)
     ids = _distinct(sae, features)
     _where(task, positions, include_bos)  # checks the positions against the input
     metric = _metric(task, metric)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from . import hooks, lm, metrics
-from .checks import check_int
+from .checks import check_int, check_sae
 from .progress import progress_bar
 from .release import layer_of
 
@@ -248,6 +248,7 @@ def sae_stats(
     No [batch x seq x vocab] logits tensor is made: the unembedding runs a chunk of positions at a
     time (`lm.next_token_losses`), so memory beyond the model is about 3 x 128 MB.
     """
+    check_sae(sae)  # before any work: a number or a model where the SAE goes
     bos = _bos(model, bos_token_id)
     layer = layer_of(sae, model)
     ev = metrics.EVAccumulator()

@@ -13,10 +13,9 @@ import pandas as pd
 import torch
 
 from . import lm
-from .checks import check_feature, check_int, check_vector
+from .checks import check_feature, check_int, check_sae, check_vector
 from .display import card_html, card_text
 from .features import HIST_EDGES, FeatureStats
-from .loading import check_sae
 from .matryoshka import latent_groups
 from .release import as_release
 from .tokens import context_strings, token_strings
@@ -52,6 +51,7 @@ def lens_table(model, tokenizer, direction: torch.Tensor, n: int = 10) -> pd.Dat
 @torch.no_grad()
 def neighbours(sae, feature: int, n: int = 8) -> pd.DataFrame:
     """The n features whose decoder directions point most nearly the same way (cosine similarity)."""
+    check_sae(sae)  # before any work: a number or a model where the SAE goes
     feature = check_feature(feature, sae.cfg.d_sae)
     n = check_int(n, "n", 1, sae.cfg.d_sae - 1, hint="n is how many neighbours to list.")
     W = sae.W_dec.detach().float()  # on the SAE's device: only the top n come to the CPU

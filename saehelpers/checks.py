@@ -122,4 +122,71 @@ def check_vector(value, name: str, shape: tuple, hint: str = "") -> torch.Tensor
     return t
 
 
-__all__ = ["as_int", "check_feature", "check_features", "check_finite", "check_int", "check_vector"]
+def check_callable(fn, name: str, example: str):
+    """`fn` if it can be called, else ValueError naming what to pass (e.g. a lambda), before any work."""
+    if not callable(fn):
+        raise ValueError(f"{name} must be a function, e.g. {example}; got {fn!r:.80} ({type(fn).__name__}).")
+    return fn
+
+
+def check_sae(sae, release=None, model=None, *, layers: bool = True, affine: bool = False) -> int | None:
+    """Check `sae` before any work and return the layer it reads (None for an SAE that names no layer,
+    such as the toy model's, when neither a model nor the release's layers are asked about).
+
+    Always: a SAELens SAE (cfg.d_in, cfg.d_sae, encode, decode); a number, a string or a model is refused.
+    release (a Release or a preset name): the SAE's width is the release's; with layers=True (the default)
+    also its layer has an SAE in the release and its d_in is the release's d_model (the SAE belongs to the
+    release); layers=False checks the Matryoshka layout only (an SAE you trained, with
+    `dataclasses.replace(release, d_sae=..., matryoshka_widths=...)`). model: the model has the SAE's
+    layer and its d_model is the SAE's d_in. affine: decode is affine (normalize_activations 'none'),
+    which an ablation that keeps the SAE's error term needs.
+    """
+    from .release import as_release, layer_of
+
+    cfg = getattr(sae, "cfg", None)
+    if not all(hasattr(sae, m) for m in ("encode", "decode")) or not all(
+        isinstance(as_int(getattr(cfg, name, None)), int) for name in ("d_in", "d_sae")
+    ):
+        raise ValueError(
+            f"Expected a SAELens SAE (e.g. saehelpers.load_sae(layer)), got {sae!r:.80} ({type(sae).__name__})."
+        )
+    named = getattr(getattr(cfg, "metadata", None), "hook_name", None) is not None
+    layer = layer_of(sae, model) if model is not None or named or (release is not None and layers) else None
+    if affine and getattr(cfg, "normalize_activations", "none") != "none":
+        raise ValueError(
+            f"This SAE normalises its input ({cfg.normalize_activations!r}); ablation with the error term kept "
+            "needs normalize_activations='none' (x - a_f d_f equals decode(a') + error only when decode is affine)."
+        )
+    if release is None:
+        return layer
+    rel = as_release(release)
+    if not layers:
+        if cfg.d_sae != rel.d_sae:
+            raise ValueError(
+                f"The SAE has {cfg.d_sae} latents but the {rel.name!r} layout has {rel.d_sae}. "
+                "Pass the release the SAE came from (e.g. get_release('mini') for a mini SAE)."
+            )
+        return layer
+    if layer not in rel.layers:
+        raise ValueError(
+            f"This SAE reads layer {layer}, which has no SAE in the {rel.name!r} release "
+            f"(layers {list(rel.layers)}): pass the release the SAE came from."
+        )
+    if (cfg.d_in, cfg.d_sae) != (rel.d_model, rel.d_sae):
+        raise ValueError(
+            f"SAE/release mismatch: the SAE has d_in {cfg.d_in} and {cfg.d_sae} latents, but the "
+            f"{rel.name!r} release has d_model {rel.d_model} and {rel.d_sae} latents. "
+            "Load the SAE and the model from the same preset."
+        )
+    return layer
+
+
+__all__ = [
+    "as_int",
+    "check_feature",
+    "check_features",
+    "check_finite",
+    "check_int",
+    "check_sae",
+    "check_vector",
+]

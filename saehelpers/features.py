@@ -26,8 +26,8 @@ from numba import njit
 
 from . import hooks, metrics
 from .activations import _unpack
-from .checks import check_feature, check_int
-from .loading import cache_dir, check_sae
+from .checks import check_feature, check_int, check_sae
+from .loading import cache_dir
 from .matryoshka import latent_groups
 from .progress import progress_bar
 from .release import as_release, layer_of
@@ -453,6 +453,7 @@ def feature_stats(
     Cached on disk (under `saehelpers.cache_dir()`) per preset, layer, text, n_tokens, settings and
     SAE weights, so a rerun loads in a moment. Fewer tokens come back if the text runs out.
     """
+    check_sae(sae)  # before any work: a number or a model where the SAE goes
     rel = as_release(release)
     layer = check_sae(sae, rel, model)
     n_tokens = check_int(n_tokens, "n_tokens", low=1)
@@ -485,6 +486,7 @@ def feature_stats(
 @torch.no_grad()
 def encode_text(model, tokenizer, sae, text: str) -> tuple[list[str], torch.Tensor]:
     """The tokens of `text` (BOS left out) and their feature activations, [n_tokens, d_sae] (CPU float32)."""
+    check_sae(sae)  # before any work: a number or a model where the SAE goes
     if not isinstance(text, str) or not text:
         raise ValueError(f"text must be a non-empty string, got {text!r} ({type(text).__name__}).")
     layer = layer_of(sae, model)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .checks import as_int, check_vector
+from .checks import as_int, check_callable, check_vector
 from .release import layer_of
 
 
@@ -207,6 +207,7 @@ def replace(model, layer: int, fn: Callable[[torch.Tensor], torch.Tensor], posit
     """
     (layer,) = _check_layers(model, [layer])
     positions = _check_positions(positions)
+    check_callable(fn, "fn", "lambda h: sae.decode(sae.encode(h))")
 
     def hook(module, args, kwargs, out):
         h = _output(out)

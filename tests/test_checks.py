@@ -1,5 +1,8 @@
 """saehelpers.checks: one int check and one feature check, the same everywhere."""
 
+import dataclasses
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -63,3 +66,46 @@ def test_numpy_ints_accepted_as_layers_and_positions(mini):
     assert hooks._check_positions([np.int64(1), 2]) == [1, 2]
     with pytest.raises(ValueError, match="positions must be"):
         hooks._check_positions([-1])
+
+
+def test_check_sae_mismatch():
+    meta = SimpleNamespace(hook_name="blocks.3.hook_resid_post")
+    fake = SimpleNamespace(
+        cfg=SimpleNamespace(d_in=1152, d_sae=32768, metadata=meta), encode=None, decode=None
+    )
+    assert checks.check_sae(fake, "gemma-3-1b") == 3  # it belongs: its layer comes back
+    with pytest.raises(ValueError, match="reads layer 3, which has no SAE in the 'mini' release"):
+        checks.check_sae(fake, "mini")
+    meta.hook_name = "blocks.6.hook_resid_post"
+    with pytest.raises(
+        ValueError, match=r"the SAE has d_in 1152 and 32768 latents, but the 'mini' release has d_model 640"
+    ):
+        checks.check_sae(fake, "mini")
+    meta.hook_name = "blocks.25.hook_resid_post"
+    with pytest.raises(ValueError, match=r"layer 25, which has no SAE in the 'gemma-3-1b' release"):
+        checks.check_sae(fake, "gemma-3-1b")
+
+
+def test_one_check_sae_serves_loading_matryoshka_and_ablation():
+    """The three private _check_sae functions (loading, matryoshka, ablation) are one: checks.check_sae."""
+    import importlib
+
+    meta = SimpleNamespace(hook_name=None)
+    cfg = SimpleNamespace(d_in=4, d_sae=64, metadata=meta, normalize_activations="layer_norm")
+    toy_sae = SimpleNamespace(cfg=cfg, encode=None, decode=None)
+    layout = dataclasses.replace(get_release("mini"), d_sae=64, matryoshka_widths=(4, 16, 64))
+    assert checks.check_sae(toy_sae, layout, layers=False) is None  # a layout check needs no layer
+    with pytest.raises(ValueError, match="The SAE has 64 latents but the 'mini' layout has 2048"):
+        checks.check_sae(toy_sae, "mini", layers=False)
+    with pytest.raises(ValueError, match="does not say which layer it reads"):
+        checks.check_sae(toy_sae, layout)  # belonging to a release needs its layer
+    meta.hook_name = "blocks.2.hook_resid_post"
+    with pytest.raises(ValueError, match="normalises its input .*'layer_norm'.*normalize_activations='none'"):
+        checks.check_sae(toy_sae, affine=True)
+    for module in ("loading", "matryoshka", "ablation"):
+        assert not hasattr(importlib.import_module(f"saehelpers.{module}"), "_check_sae")
+    for bad in (3, "sae", None, torch.zeros(3)):
+        with pytest.raises(
+            ValueError, match=r"Expected a SAELens SAE \(e\.g\. saehelpers\.load_sae\(layer\)\)"
+        ):
+            checks.check_sae(bad)

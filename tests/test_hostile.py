@@ -19,6 +19,7 @@ import torch
 import saehelpers
 from saehelpers import (
     ablation,
+    activations,
     cards,
     display,
     features,
@@ -194,6 +195,35 @@ CASES = [
     # ---- positions
     ("positions-negative", lambda w: steering.steer(w.model, w.sae, 3, 1.0, positions=[-1]), r"positions must be .*>= 0"),
     ("positions-string", lambda w: ablation.ablate(w.model, w.sae, 3, positions="12"), r"positions must be a token position >= 0.*'12'"),
+    # ---- a number, a string or a model where an SAE goes (issue 34): refused before any work
+    ("sae-a-number-sae-stats", lambda w: activations.sae_stats(w.model, 3, w.batches, progress=False), r"Expected a SAELens SAE .*got 3 \(int\)"),
+    ("sae-a-number-neighbours", lambda w: cards.neighbours(3, 1), r"Expected a SAELens SAE .*got 3 \(int\)"),
+    ("sae-a-number-feature-stats", lambda w: features.feature_stats(w.model, w.tok, 3, w.rel, cache=False), r"Expected a SAELens SAE"),
+    ("sae-a-string-encode-text", lambda w: features.encode_text(w.model, w.tok, "sae", "hi"), r"Expected a SAELens SAE .*\(str\)"),
+    ("sae-a-number-encode-batches", lambda w: matryoshka.encode_batches(3, torch.zeros(2, 640)), r"Expected a SAELens SAE"),
+    ("sae-a-number-prefix-decode", lambda w: matryoshka.prefix_decode(3, w.rel, torch.zeros(2, 2048)), r"Expected a SAELens SAE"),
+    ("sae-a-number-clamp", lambda w: steering.clamp(w.model, 3, 1, 1.0), r"Expected a SAELens SAE"),
+    ("sae-a-number-direction", lambda w: steering.feature_direction(3, 1), r"Expected a SAELens SAE"),
+    ("sae-the-model-ablate", lambda w: ablation.ablate(w.model, w.model, 1), r"Expected a SAELens SAE"),
+    # ---- non-integer latent ids (issue 34)
+    ("latent-float-group-of", lambda w: w.rel.group_of(1.5), r"feature id must be an int in 0\.\.2047, got 1\.5 \(float\)"),
+    ("latent-string-group-of", lambda w: w.rel.group_of("3"), r"feature id must be an int in 0\.\.2047, got '3' \(str\)"),
+    ("latent-bool-group-of", lambda w: w.rel.group_of(True), r"feature id must be an int in 0\.\.2047, got True"),
+    # ---- NaN in a metric's inputs, token ids outside the vocabulary (issue 34)
+    ("ev-nan", lambda w: metrics.explained_variance(torch.full((2, 4), NAN), torch.zeros(2, 4)), r"x holds 8 NaN or inf"),
+    ("ev-accumulator-nan", lambda w: metrics.EVAccumulator().add(torch.zeros(2, 4), torch.full((2, 4), INF)), r"x_hat holds 8 NaN or inf"),
+    ("l0-nan", lambda w: metrics.l0(torch.full((2, 4), NAN)), r"feature_acts holds 8 NaN"),
+    ("firing-counts-nan", lambda w: metrics.firing_counts(torch.full((2, 4), NAN)), r"feature_acts holds 8 NaN"),
+    ("ce-logits-nan", lambda w: metrics.ce_loss(torch.full((1, 3, 5), NAN), torch.zeros(1, 3, dtype=torch.long)), r"logits holds 15 NaN"),
+    ("kl-logits-nan", lambda w: metrics.kl_div(torch.zeros(1, 3, 5), torch.full((1, 3, 5), NAN)), r"other_logits holds 15 NaN"),
+    ("ce-token-beyond-vocab", lambda w: metrics.ce_loss(torch.zeros(1, 3, 5), torch.tensor([[1, 2, 7]])), r"input_ids holds 7, which is no token .*0\.\.4"),
+    ("ce-token-negative", lambda w: metrics.ce_loss(torch.zeros(1, 3, 5), torch.tensor([[1, -2, 3]])), r"input_ids holds -2, which is no token"),
+    ("ce-token-ids-float", lambda w: metrics.ce_loss(torch.zeros(1, 3, 5), torch.tensor([[1.0, 2.0, 3.0]])), r"input_ids must be integer token ids in 0\.\.4"),
+    # ---- a non-callable where a function goes (issue 34)
+    ("replace-fn-a-number", lambda w: hooks.replace(w.model, LAYER, 3), r"fn must be a function, e\.g\. lambda h: .*got 3 \(int\)"),
+    ("attribute-metric-a-string", lambda w: ablation.attribute(w.model, w.sae, w.task, metric="ld"), r"metric must be a function.*got 'ld' \(str\)"),
+    ("true-effects-metric-a-number", lambda w: ablation.true_effects(w.model, w.sae, w.task, [1], metric=0, progress=False), r"metric must be a function"),
+    ("measure-edit-a-context", lambda w: steering.measure(w.model, w.tok, w.sae, 1, PROMPT, [5], edit=5), r"edit must be a function, e\.g\. lambda: steer"),
     # ---- display tables
     ("side-by-side-lengths", lambda w: display.side_by_side(["a", "b"], steered=["x"]), r"Column 'steered' has 1 texts for 2 prompts: give one per prompt"),
     ("tree-explorer-not-a-table", lambda w: widgets.tree_explorer([1, 2]), r"table must be a hierarchy table"),
