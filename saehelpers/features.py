@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from numba import njit
 from . import hooks, metrics
 from .activations import _unpack
 from .checks import check_feature, check_int, check_sae
-from .loading import cache_dir
+from .loading import cache_dir, write_atomic
 from .matryoshka import latent_groups
 from .progress import progress_bar
 from .release import as_release, layer_of
@@ -443,6 +444,20 @@ def _fingerprint(sae) -> str:
     return h.hexdigest()[:16]
 
 
+def _load_cached(path: Path, key: dict) -> FeatureStats | None:
+    """The statistics cached at `path`, or None (after one line saying so) when the file cannot be read or
+    was written for other settings: the caller recomputes and replaces it."""
+    try:
+        stats = FeatureStats.load(path)
+        if stats.info != key:
+            raise ValueError("written for other settings")
+        return stats
+    except Exception as e:  # a truncated, corrupt or foreign file: any failure means "recompute"
+        print(f"saehelpers: the cached feature statistics {path.name} could not be used ({type(e).__name__}: "
+              f"{str(e)[:80]}); recomputing and replacing them.")  # fmt: skip
+        return None
+
+
 def feature_stats(
     model, tokenizer, sae, release=None, n_tokens: int = 4096, texts=None,
     k: int = 16, before: int = 8, after: int = 4, batch_size: int = 8, seq_len: int = 128,
@@ -463,20 +478,22 @@ def feature_stats(
         text_id = heldout_id(rel.name)
     else:
         text_id = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
-    key = dict(v=CACHE_VERSION, preset=rel.name, layer=layer, text=text_id, n=n_tokens, k=k, before=before,
+    # Everything that changes the numbers: the model (which, its dtype, the device kind), the text, the
+    # settings and the SAE's weights and dtype.
+    key = dict(v=CACHE_VERSION, preset=rel.name, model=model.config.name_or_path, model_dtype=str(model.dtype),
+               device=model.device.type, layer=layer, text=text_id, n=n_tokens, k=k, before=before,
                after=after, batch=batch_size, seq=seq_len, sae=_fingerprint(sae))  # fmt: skip
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / "feature_stats" / f"{rel.name}-layer{layer}-{n_tokens}tok-{digest}.pt"
     if cache and path.exists():
-        return FeatureStats.load(path)
+        stats = _load_cached(path, key)
+        if stats is not None:
+            return stats
     batches = token_batches(tokenizer, rel.name, batch_size, seq_len, split="heldout", texts=texts)
     stats = stream_stats(model, sae, batches, n_tokens, k, before, after, progress)
     stats.info = key
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        stats.save(tmp)
-        tmp.replace(path)  # never leave a half-written file behind
+        write_atomic(path, stats.save)
     return stats
 
 

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,27 @@ def cache_dir() -> Path:
     """The project's cache folder: $SAEHELPERS_CACHE, else ~/.cache/saehelpers."""
     root = os.environ.get("SAEHELPERS_CACHE") or Path.home() / ".cache" / "saehelpers"
     return Path(root).expanduser()
+
+
+def write_atomic(path, write) -> None:
+    """Call write(tmp) on a temporary file of its own beside `path`, then rename it to `path` in one step.
+
+    Two kernels sharing a cache (a workshop room, JupyterHub) each write their own file, so writes never
+    interleave, and a reader sees the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private; the cache is shared like any file written
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 # ---------------------------------------------------------------- device and dtype

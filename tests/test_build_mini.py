@@ -104,3 +104,29 @@ def test_collect_matches_the_model_and_resumes_to_the_same_tensors(mini, tmp_pat
     again = collect(model, tok, args, tmp_path / "work")
     for layer in args.layers:
         assert torch.equal(again[layer], first[layer])
+
+
+def test_release_json_is_written_in_one_step(tmp_path, monkeypatch):
+    """write_json replaces release.json by renaming a finished temporary file: a write that fails halfway
+    leaves the old file whole and no temporary file behind."""
+    import json
+
+    import build_mini_release
+
+    path = tmp_path / "release.json"
+    build_mini_release.write_json(path, {"layers": [2, 6]})
+    assert json.loads(path.read_text()) == {"layers": [2, 6]}
+
+    write_text = Path.write_text
+
+    def half(self, data, *args, **kwargs):  # the disk fills halfway through
+        write_text(self, data[: len(data) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", half)
+    with pytest.raises(OSError, match="disk full"):
+        build_mini_release.write_json(path, {"layers": [2, 6, 10]})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"layers": [2, 6]} and [p.name for p in tmp_path.iterdir()] == [
+        path.name
+    ]

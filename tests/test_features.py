@@ -1,5 +1,7 @@
 """saehelpers.features: streaming statistics against brute force, cards, contrast, and bad input."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
@@ -284,6 +286,46 @@ def test_feature_stats_is_cached(mini, sae, tmp_path, monkeypatch):
         and torch.equal(again.counts, first.counts)
         and torch.equal(again.examples.tokens, first.examples.tokens)
     )
+
+
+def test_feature_stats_cache_keys_on_the_models_dtype_and_heals_a_corrupt_file(
+    mini, sae, tmp_path, monkeypatch, capsys
+):
+    """Statistics of a float32 model are not reused for a bfloat16 one; a corrupt cache file is detected,
+    recomputed and replaced with one line; each write goes to a temporary file of its own."""
+    model, tok = mini
+    monkeypatch.setattr(F, "cache_dir", lambda: tmp_path)
+    kw = dict(release="mini", n_tokens=30, batch_size=2, seq_len=24, progress=False)
+    first = F.feature_stats(model, tok, sae, **kw)
+    (path,) = (tmp_path / "feature_stats").glob("*.pt")
+    assert first.info["model_dtype"] == "torch.float32"
+    # The same weights read as bfloat16: a different key, so a second file (the numbers are not reused).
+    monkeypatch.setattr(type(model), "dtype", property(lambda self: torch.bfloat16))
+    other = F.feature_stats(model, tok, sae, **kw)
+    monkeypatch.undo()
+    monkeypatch.setattr(F, "cache_dir", lambda: tmp_path)
+    assert other.info["model_dtype"] == "torch.bfloat16" and len(list(path.parent.glob("*.pt"))) == 2
+    # A corrupt file: one line, then recomputed and replaced.
+    path.write_bytes(b"not a torch file")
+    capsys.readouterr()
+    healed = F.feature_stats(model, tok, sae, **kw)
+    out = capsys.readouterr().out
+    assert (
+        out.count("\n") == 1
+        and f"{path.name} could not be used" in out
+        and "recomputing and replacing" in out
+    )
+    assert torch.equal(healed.counts, first.counts)
+    assert torch.equal(F.FeatureStats.load(path).counts, first.counts)  # the file was replaced
+    # Writes go to a unique temporary file beside the target, renamed over it; none is left behind.
+    written = []
+    save = F.FeatureStats.save
+    monkeypatch.setattr(F.FeatureStats, "save", lambda self, p: (written.append(p), save(self, p))[1])
+    for _ in range(2):
+        path.unlink()
+        F.feature_stats(model, tok, sae, **kw)
+    assert len(set(written)) == 2 and all(Path(p).parent == path.parent and Path(p) != path for p in written)
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(p.name for p in path.parent.glob("*.pt"))
 
 
 def test_feature_stats_rejects_a_layer_without_sae(mini, sae):
