@@ -38,7 +38,8 @@ from setup_cell import REPO  # noqa: E402
 
 NOTEBOOKS = ROOT / "notebooks"
 EXERCISES = ROOT / "exercises"
-EXECUTED = ROOT / ".cache" / "executed"
+# Where the test run leaves executed copies; SAEHELPERS_EXECUTED moves them, as in tests/claims.py.
+EXECUTED = Path(os.environ.get("SAEHELPERS_EXECUTED") or ROOT / ".cache" / "executed")
 CONF = ROOT / "site"
 BUILD = ROOT / "_build"
 SRC = BUILD / "site_src"
