@@ -196,17 +196,82 @@ def mini_model_dir(dtype=torch.float32, progress: bool = True) -> Path:
     """
     name = dtype_name(pick_dtype(dtype))
     target = _mini_root() / name
-    if not (target / "done.json").exists():
-        if progress:
-            print(
-                f"Preparing the stand-in model once in {name} (about a minute or two; cached afterwards)..."
-            )
-        code = f"from saehelpers.loading import _convert_mini; _convert_mini({name!r})"
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        if done.returncode != 0 or not (target / "done.json").exists():
-            raise RuntimeError(
-                f"Preparing the stand-in model failed (exit code {done.returncode}):\n{done.stderr[-2000:]}"
-            )
+    if (target / "done.json").exists():
+        return target
+    _mini_root().mkdir(parents=True, exist_ok=True)
+    # One conversion at a time per cache (two kernels starting at once would each peak at 3.3 GB); the one
+    # that waits finds the other's finished copy.
+    with file_lock(_mini_root() / f"{name}.lock"):
+        if not (target / "done.json").exists():
+            _run_conversion(name, target, progress)
+    return target
+
+
+# Seconds the conversion took on 2 CPU cores: the progress bar's scale (it may run past it).
+CONVERT_SECONDS = {"float32": 90, "bfloat16": 120, "float16": 120}
+
+
+def _run_conversion(name: str, target: Path, progress: bool) -> None:
+    """Run `_convert_mini(name)` in a child process, with a bar that moves while it works (it takes minutes)."""
+    from .progress import progress_bar
+
+    code = f"from saehelpers.loading import _convert_mini; _convert_mini({name!r})"
+    with tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=err)
+        desc = f"Preparing the stand-in model once in {name} (cached afterwards)"
+        bar = progress_bar(total=CONVERT_SECONDS.get(name, 120), desc=desc, unit="s", disable=not progress)
+        start = time.monotonic()
+        while child.poll() is None:
+            time.sleep(0.5)
+            bar.n = round(time.monotonic() - start)
+            if bar.n >= bar.total:  # slower than here: the bar keeps moving rather than sit at 100%
+                bar.total = bar.n + 30
+            bar.refresh()
+        bar.n = bar.total
+        bar.close()
+        err.seek(0)
+        tail = err.read()[-2000:]
+    if child.returncode != 0 or not (target / "done.json").exists():
+        raise RuntimeError(f"Preparing the stand-in model failed (exit code {child.returncode}):\n{tail}")
+
+
+@contextmanager
+def file_lock(path):
+    """Hold an exclusive lock on `path` (created if missing) for the block: other processes wait at the
+    `with`. POSIX `flock`; where it is missing (Windows) the block runs unlocked, and `publish_dir`'s
+    atomic rename still keeps a finished copy from being deleted under a reader."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def publish_dir(target, build) -> Path:
+    """Build a folder with build(tmp) in a temporary folder of its own, then rename it to `target` in one
+    step: a reader sees no folder or a finished one. `build` must write `done.json` last. When another
+    process published `target` first, its copy is kept and this one dropped: a finished copy is never
+    deleted (the old rmtree-then-rename could delete one kernel's copy under another)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent))
+    try:
+        build(tmp)
+        if target.exists() and not (target / "done.json").exists():
+            shutil.rmtree(target, ignore_errors=True)  # a leftover never finished: no one can be reading it
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "done.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -236,14 +301,13 @@ def _convert_mini(name: str) -> None:
         source = str(mini_model_dir(torch.float32, progress=False))
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[name])
-    # Write to a temporary folder and rename it, so an interrupted conversion leaves nothing half-written.
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "done.json").write_text(json.dumps({"source": source, "seconds": time.perf_counter() - start}))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+
+    def build(tmp):
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "done.json").write_text(json.dumps({"source": source, "seconds": time.perf_counter() - start}))
+
+    publish_dir(target, build)  # an interrupted conversion leaves nothing half-written
 
 
 # ---------------------------------------------------------------- hub errors

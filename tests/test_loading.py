@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -140,3 +141,70 @@ def test_sae_path_is_for_the_shipped_mini_release_only():
         loading.sae_path(rel.layers[0], "gemma-3-1b")
     with pytest.raises(ValueError, match="layer"):
         loading.sae_path(rel.layers[0] + 1)
+
+
+def _in_two_processes(code: str, *args) -> list[subprocess.CompletedProcess]:
+    """Run `code` (argv[1:] = args, then the process's number) in two Python processes started at once."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, *map(str, args), str(i)], stderr=subprocess.PIPE, text=True
+        )
+        for i in range(2)
+    ]
+    return [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+
+
+def test_two_processes_publishing_the_model_folder_keep_the_first_copy(tmp_path):
+    """Two kernels converting at once: the first finished copy is published by one rename and never deleted
+    or replaced under a reader (the old rmtree + rename deleted it); nothing temporary is left."""
+    code = """if True:
+        import sys, time
+        from pathlib import Path
+        from saehelpers.loading import publish_dir
+        target, who = Path(sys.argv[1]), sys.argv[2]
+        def build(tmp):
+            time.sleep(0.5 if who == "0" else 3)  # process 1 finishes second
+            (tmp / "weights").write_text(who * 1000)
+            (tmp / "done.json").write_text(who)
+        publish_dir(target, build)
+        assert (target / "done.json").exists()
+    """
+    target = tmp_path / "float32"
+    results = _in_two_processes(code, target)
+    assert [rc for rc, _ in results] == [0, 0], results
+    assert (target / "done.json").read_text() == "0" and (target / "weights").read_text() == "0" * 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["float32"]
+
+
+def test_the_conversion_lock_lets_one_process_in_at_a_time(tmp_path):
+    code = """if True:
+        import sys, time
+        from pathlib import Path
+        from saehelpers.loading import file_lock
+        log = Path(sys.argv[1])
+        with file_lock(log.with_suffix(".lock")):
+            with log.open("a") as f:
+                f.write(f"{time.monotonic()} ")
+            time.sleep(1)
+            with log.open("a") as f:
+                f.write(f"{time.monotonic()}\\n")
+    """
+    log = tmp_path / "log"
+    assert [rc for rc, _ in _in_two_processes(code, log)] == [0, 0]
+    (a0, a1), (b0, b1) = sorted(tuple(map(float, line.split())) for line in log.read_text().splitlines())
+    assert a1 <= b0  # the second entered after the first left
+
+
+def test_a_first_conversion_shows_a_moving_bar(tmp_path, monkeypatch, capsys):
+    """Issue 35: the minutes of a first conversion are not silent: a bar names the work and counts seconds."""
+    target = tmp_path / "float32"
+    fake = f"import time, pathlib; time.sleep(2.5); p = pathlib.Path({str(target)!r}); p.mkdir(); (p / 'done.json').write_text('{{}}')"
+    popen = subprocess.Popen
+    monkeypatch.setattr(
+        loading.subprocess, "Popen", lambda args, **kw: popen([sys.executable, "-c", fake], **kw)
+    )
+    loading._run_conversion("float32", target, progress=True)
+    err = capsys.readouterr().err
+    assert "Preparing the stand-in model once in float32" in err
+    counts = {int(m) for m in re.findall(r"\| *(\d+)/\d+ \[", err)}
+    assert {0, 2} <= counts or len(counts) >= 2, err  # it moved while the child worked
