@@ -49,6 +49,7 @@ CELL_TIMEOUT = 600  # seconds per cell; the longest, a first model conversion, t
 VERSIONS = ["torch", "transformers", "sae-lens", "saehelpers", "ipywidgets", "matplotlib", "seaborn"]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_NOTE = "An interactive explorer in Jupyter; here, what it showed when the lesson ran:"
 
 
 def lessons(root: Path = ROOT) -> list[Path]:
@@ -206,7 +207,7 @@ def static_widgets(nb) -> int:
             view = _widget_html(data.pop(WIDGET_VIEW).get("model_id", ""), state, set())
             if not view.strip():  # no saved state: the plain-text view every explorer puts next to its widget
                 view = f"<pre>{html.escape(''.join(data.get('text/plain', '')))}</pre>"
-            data["text/html"] = f'<div class="widget-static">{view}</div>'
+            data["text/html"] = f'<div class="widget-static"><p><em>{WIDGET_NOTE}</em></p>{view}</div>'
             n += 1
     return n
 

@@ -123,7 +123,7 @@ def test_widget_without_saved_state_shows_its_text_view():
     assert S.static_widgets(nb) == 1
     assert (
         nb.cells[0].outputs[0].data["text/html"]
-        == '<div class="widget-static"><pre>card &lt;as text&gt;</pre></div>'
+        == f'<div class="widget-static"><p><em>{S.WIDGET_NOTE}</em></p><pre>card &lt;as text&gt;</pre></div>'
     )
 
 
@@ -331,7 +331,8 @@ def test_lesson_page_shows_the_mini_run(name, site, server, chromium):
         assert page.eval_on_selector_all("mjx-merror", "els => els.length") == 0
         # explorers as their static view, with the card's facts
         statics = page.eval_on_selector_all(
-            ".widget-static", "els => els.map(e => e.innerText.trim().length)"
+            ".widget-static",
+            "els => els.map(e => e.innerText.replace(e.querySelector('em').innerText, '').trim().length)",
         )
         assert len(statics) == widgets and all(n > 0 for n in statics), statics
         # launch and download links, and the learner version
