@@ -746,3 +746,12 @@ def test_06_most_true_features_have_a_latent_on_the_diagonal(nb06):
     m = re.search(r"(\d+) of (\d+) features have a latent at cosine > 0.9", printed)
     assert m, printed
     assert positive(int(m.group(1)), "features matched at cosine > 0.9") >= 0.5 * int(m.group(2))
+
+
+def test_06_a_feature_no_latent_learned_is_a_blank_row(nb06):
+    run = nb06
+    run.sentence("A row whose diagonal square is\nblank is a true feature that no latent learned")
+    cos, matched = run.var("cos"), run.var("matched")  # the last heatmap drawn: the Matryoshka SAE's
+    assert cos.shape == (len(matched), len(matched))
+    blank = np.abs(np.diag(cos)) < 0.1
+    assert blank.any() and len(set(matched)) < len(matched), (np.diag(cos), matched)
