@@ -3,6 +3,12 @@ the reference, and when they differ, name the mistake if it is a known one.
 
 A checker never shows the reference's code. It may show the value the reference gives on a small case,
 because that is what a learner compares against when debugging.
+
+It guards what it hands over: the reference is computed before the learner's call; each call runs under a
+time limit; and a call that changes its inputs, the SAE's or the model's parameters, any hook on them (or
+torch's global hooks), the default dtype, grad mode or a module's training flag is named, and the change
+undone, so one wrong answer cannot damage the cells after it. A known mistake is named only when the
+learner's output matches it on every case.
 """
 
 from __future__ import annotations
