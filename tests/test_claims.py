@@ -637,9 +637,9 @@ def test_05_small_prefix_fair_then_diminishing_and_deeper_is_harder_at_full_widt
     assert a > b > max(c, d) and abs(c - d) < 0.02, (a, b, c, d)
     run.sentence("at the smallest widths the order is not that clean")
     assert not ev.iloc[:, 0].is_monotonic_decreasing
-    run.sentence("about zero, even the smallest prefix scores close to 0.9")
+    run.sentence("about zero, even the smallest prefix scores above 0.85 on the mini preset")
     zero = prefixes[prefixes.width == rel.matryoshka_widths[0]].ev_zero
-    assert len(zero) == len(ev) and zero.between(0.85, 0.95).all(), zero
+    assert len(zero) == len(ev) and ((zero > 0.85) & (zero < 1)).all(), zero
 
 
 def test_05_loss_falls_with_every_width_not_diminishing_and_not_in_proportion_to_ev(nb05):
