@@ -70,6 +70,16 @@ SHARE = 0.4  # share of the probe projection the absorbing latent(s) must carry 
 MAX_ABSORBERS = 3  # latents that may together absorb (absorption fraction)
 F1_JUMP = 0.03  # F1 gain that makes the next latent of the k-sparse probe a main latent
 MIN_PROBE_F1 = 0.6  # SAEBench evaluates a letter only if its probe's F1 is at least this
+TABLE_COLUMNS = [
+    "letter",
+    "word",
+    "main_fired",
+    "full_absorption",
+    "fraction",
+    "top_latent",
+    "top_cos",
+    "top_share",
+]
 
 
 # ---------------------------------------------------------------- words and prompts
@@ -441,7 +451,14 @@ def absorption_table(
                 "fraction": float(frac[j]), "top_latent": int(top[j]), "top_cos": float(cos[top[j]]),
                 "top_share": float(proj[j, top[j]] / probe_proj[j]),
             })  # fmt: skip
-    return pd.DataFrame(rows)
+    types = {
+        "main_fired": bool,
+        "full_absorption": bool,
+        "fraction": float,
+        "top_latent": int,
+        "top_cos": float,
+    }
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS).astype(types)  # typed even when empty
 
 
 def by_letter(table: pd.DataFrame) -> pd.DataFrame:

@@ -33,7 +33,7 @@ class Budget:
 
 
 BUDGETS = {
-    MINI: Budget(2, 4, 64, stats_tokens=4096, edit_tokens=2048, new_tokens=12, prefix_tokens=4096, loss_batches=1, letter_words=40),
+    MINI: Budget(2, 4, 64, stats_tokens=4096, edit_tokens=2048, new_tokens=12, prefix_tokens=4096, loss_batches=1, letter_words=32),
     REAL: Budget(8, 4, 256, stats_tokens=65536, edit_tokens=8192, new_tokens=40, prefix_tokens=32768, loss_batches=8, letter_words=200),
 }  # fmt: skip
 SMOKE = Budget(1, 2, 32, stats_tokens=256, edit_tokens=256, new_tokens=4, prefix_tokens=256, loss_batches=1, letter_words=3, smoke=True)  # fmt: skip

@@ -16,6 +16,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 HEAVY = {
     "test_notebooks_run",
     "test_claims",
+    "test_claims_07",
     "test_mini_release",
     "test_real_path",
     "test_dtypes",
