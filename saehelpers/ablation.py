@@ -77,21 +77,19 @@ def _edit(sae, x, ids, means, keep_error) -> torch.Tensor:
 def _ablation(model, sae, ids, means=None, positions=None, include_bos=False, keep_error=True):
     layer = check_sae(sae, model=model, affine=True)
     means = _check_means(sae, means)
-    positions = hooks._check_positions(positions)
+    positions = hooks.check_positions(positions)
     ids = torch.as_tensor(ids, dtype=torch.long, device=sae.W_dec.device)
     if means is not None:
         means = means.to(sae.W_dec.device)
 
-    def hook(module, args, kwargs, out):
-        h = hooks._output(out)
-        pos = hooks._positions(kwargs, h)
+    def fn(h, pos, bos):
         if bool((pos[:, 0] == 0).all()):  # a call from the start (not a cached generation step)
             _check_in_input(positions, int(pos.max()) + 1)
         new = _edit(sae, h, ids, means, keep_error) if len(ids) or not keep_error else h
-        mask = hooks._position_mask(pos, positions, include_bos).unsqueeze(-1)
-        return hooks._with_output(out, torch.where(mask, new, h))
+        mask = hooks.position_mask(pos, positions, include_bos, bos).unsqueeze(-1)
+        return torch.where(mask, new, h)
 
-    with hooks._hooks([(hooks.decoder_layers(model)[layer], hook)]):
+    with hooks.edit(model, layer, fn):
         yield
 
 
@@ -127,11 +125,12 @@ def ablate_outside(model, sae, release, width: int, **kwargs):
     return _ablation(model, sae, list(range(width, sae.cfg.d_sae)), **kwargs)
 
 
-def splice(model, sae, keep_error: bool = True, include_bos: bool = True):
+def splice(model, sae, keep_error: bool = True, include_bos: bool = False):
     """Context manager: resid_post at the SAE's layer -> decode(encode(x)) + (x - decode(encode(x))) when keep_error.
 
     Nothing ablated: with the error term the model computes what the clean model does (up to float
-    rounding); keep_error=False is `hooks.splice_sae`, the SAE's reconstruction alone.
+    rounding); keep_error=False is `hooks.splice_sae`, the SAE's reconstruction alone. BOS keeps its clean
+    value unless include_bos=True (as in every published number).
     """
     layer = check_sae(sae, model=model, affine=True)
     if not keep_error:
@@ -221,18 +220,23 @@ def make_task(tokenizer, items, device="cpu") -> Task:
 
 def _where(task, positions, include_bos) -> torch.Tensor:
     """Bool [batch, seq]: the real tokens to ablate (padding never; BOS only with include_bos)."""
-    positions = hooks._check_positions(positions)
+    positions = hooks.check_positions(positions)
     _check_in_input(positions, task.input_ids.shape[1])
     pos = torch.arange(task.input_ids.shape[1], device=task.input_ids.device).expand_as(task.input_ids)
-    return hooks._position_mask(pos, positions, include_bos) & task.attention_mask.bool()
+    bos = task.input_ids == task.input_ids[0, 0]  # every row starts with BOS (make_task): found by its id
+    return hooks.position_mask(pos, positions, include_bos, bos) & task.attention_mask.bool()
 
 
 def _metric(task, metric):
-    return task.metric if metric is None else check_callable(metric, "metric", "lambda logits: logits[:, 5].mean()")
+    return (
+        task.metric
+        if metric is None
+        else check_callable(metric, "metric", "lambda logits: logits[:, 5].mean()")
+    )
 
 
 def attribute(
-    model, sae, task: Task, metric=None, means=None, positions=None, include_bos: bool = False,
+    model, sae, task: Task, metric=None, means=None, positions=None, include_bos: bool = False, *,
     tokenizer=None, release=None,
 ) -> pd.DataFrame:  # fmt: skip
     """Estimated effect on the metric of ablating each feature at each token, from one forward + one backward.
@@ -256,12 +260,11 @@ def attribute(
     metric = _metric(task, metric)
     seen = {}
 
-    def hook(module, args, kwargs, out):
-        x = hooks._output(out).detach().requires_grad_(True)  # a leaf: the backward pass stops here
-        seen["x"] = x
-        return hooks._with_output(out, x)
+    def leaf(h, pos, bos):
+        seen["x"] = x = h.detach().requires_grad_(True)  # a leaf: the backward pass stops here
+        return x
 
-    with torch.enable_grad(), hooks._hooks([(hooks.decoder_layers(model)[layer], hook)]):
+    with torch.enable_grad(), hooks.edit(model, layer, leaf):
         value = metric(task.run(model))
         if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.requires_grad:
             raise ValueError(
@@ -320,7 +323,7 @@ def true_effects(
 
 
 @torch.no_grad()
-def token_changes(clean_logits, new_logits, tokenizer, n: int = 8, by: str = "prob") -> pd.DataFrame:
+def token_changes(tokenizer, clean_logits, new_logits, n: int = 8, by: str = "prob") -> pd.DataFrame:
     """The n next tokens that gain most and the n that lose most, from clean to new logits.
 
     Each is one next-token distribution [vocab] (e.g. `logits[row]` from `Task.run`). by="prob" ranks by

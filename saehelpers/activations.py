@@ -17,7 +17,7 @@ from .progress import progress_bar
 from .release import layer_of
 
 
-def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor]:
+def unpack_batch(batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask) from a dict-like batch (token_batches, a tokenizer) or a tensor of ids."""
     if isinstance(batch, torch.Tensor):
         return batch, torch.ones_like(batch)
@@ -31,7 +31,11 @@ def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, torch.ones_like(ids) if mask is None else mask
 
 
-def _bos(model, bos_token_id):
+def bos_id(model, bos_token_id: int | None = None) -> int:
+    """The BOS token id: `bos_token_id` if given, else the model's config's; ValueError when neither has one.
+
+    BOS is found by this id everywhere statistics leave it out (`metrics.token_mask`), which also holds for
+    rows cut from the middle of a text and for left padding."""
     bos = model.config.bos_token_id if bos_token_id is None else bos_token_id
     if bos is None:
         raise ValueError("The model's config has no bos_token_id; pass bos_token_id=... explicitly.")
@@ -98,8 +102,8 @@ def collect_resid(
     no logits, no later layers. Results go to `device` as `dtype` (CPU float32 by default, so
     GPU memory stays free). Stops once `max_tokens` tokens are collected.
     """
-    layers = hooks._check_layers(model, layers)
-    bos = _bos(model, bos_token_id)
+    layers = hooks.check_layers(model, layers)
+    bos = bos_id(model, bos_token_id)
     max_tokens = None if max_tokens is None else check_int(max_tokens, "max_tokens", low=1, hint="None: all.")
     parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     # With max_tokens known, each batch is copied straight into one tensor per layer: joining a list of
@@ -110,7 +114,7 @@ def collect_resid(
     n = 0
     bar = progress_bar(batches, desc=f"resid_post {layers}", unit="batch", disable=not progress)
     for batch in bar:
-        ids, mask = _unpack(batch)
+        ids, mask = unpack_batch(batch)
         ids, mask = ids.to(model.device), mask.to(model.device)
         resid = hooks.resid_post(model, ids, layers, mask)
         keep = metrics.token_mask(ids, mask, bos)
@@ -204,7 +208,7 @@ def splice_losses(
     """
     sums = LossSums(0.0, {}, {}, 0, 0)
     for batch in progress_bar(batches, desc=desc, unit="batch", disable=not progress):
-        ids, mask = (t.to(model.device) for t in _unpack(batch))
+        ids, mask = (t.to(model.device) for t in unpack_batch(batch))
         keep = metrics.token_mask(ids, mask, bos)
         if not keep.any():
             continue
@@ -249,7 +253,7 @@ def sae_stats(
     time (`lm.next_token_losses`), so memory beyond the model is about 3 x 128 MB.
     """
     check_sae(sae)  # before any work: a number or a model where the SAE goes
-    bos = _bos(model, bos_token_id)
+    bos = bos_id(model, bos_token_id)
     layer = layer_of(sae, model)
     ev = metrics.EVAccumulator()
     d_sae = sae.cfg.d_sae
@@ -341,4 +345,16 @@ def memory_report(model=None, sae=None, tensors: dict | None = None) -> MemoryRe
     return report
 
 
-__all__ = ["Activations", "MemoryReport", "SAEStats", "collect_resid", "memory_report", "sae_stats"]
+__all__ = [
+    "Activations",
+    "MemoryReport",
+    "SAEStats",
+    "bos_id",
+    "collect_resid",
+    "memory_report",
+    "sae_stats",
+    "splice_losses",
+    "unpack_batch",
+]
+
+_unpack = unpack_batch  # the old private name, still used by saehelpers.atlas

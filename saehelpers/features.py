@@ -26,7 +26,7 @@ import torch
 from numba import njit
 
 from . import hooks, metrics
-from .activations import _unpack
+from .activations import bos_id, unpack_batch
 from .checks import check_feature, check_int, check_sae
 from .loading import cache_dir, write_atomic
 from .matryoshka import latent_groups
@@ -414,13 +414,13 @@ def stream_stats(
     layer = layer_of(sae, model)
     if max_tokens is not None:
         max_tokens = check_int(max_tokens, "max_tokens", low=1, hint="(or None for all tokens)")
-    bos = model.config.bos_token_id
+    bos = bos_id(model)  # ValueError, not a silent keep-everything, when the config has none
     stats = FeatureStats(sae.cfg.d_sae, k, before, after, layer=layer)
     bar = progress_bar(
         total=max_tokens, desc=f"layer {layer} feature stats", unit="tok", disable=not progress
     )
     for batch in batches:
-        ids, mask = (t.to(model.device) for t in _unpack(batch))
+        ids, mask = (t.to(model.device) for t in unpack_batch(batch))
         keep = metrics.token_mask(ids, mask, bos)
         if max_tokens is not None:
             keep = _first(keep, max_tokens - stats.n_tokens)

@@ -38,7 +38,7 @@ def decoder_layers(model) -> torch.nn.ModuleList:
     return layers
 
 
-def _check_layers(model, layers) -> list[int]:
+def check_layers(model, layers) -> list[int]:
     n = len(decoder_layers(model))
     if as_int(layers) is not None:
         layers = [layers]
@@ -82,12 +82,16 @@ def _positions(kwargs, hidden: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def _hooks(pairs):
+def _hooks(pairs, pre=()):
+    """Forward hooks (module, fn) and forward pre-hooks (module, fn) for the block, removed on exit."""
     handles = []
     try:
         for module, fn in pairs:
             fn._saehelpers = True  # marks our hooks, to tell them from transformers' own
             handles.append(module.register_forward_hook(fn, with_kwargs=True))
+        for module, fn in pre:
+            fn._saehelpers = True
+            handles.append(module.register_forward_pre_hook(fn, with_kwargs=True))
         yield
     finally:
         for h in handles:
@@ -111,7 +115,7 @@ def capture(model, layers, stop: bool = False, keep_all: bool = False, detach: b
     last in the block. keep_all=True also keeps every call's tensors in `acts.history` (e.g. each
     step of `generate`). detach=False keeps the graph, for gradients.
     """
-    layers = _check_layers(model, layers)
+    layers = check_layers(model, layers)
     acts = Captured()
     last = max(layers)
     mods = decoder_layers(model)
@@ -147,18 +151,22 @@ def _as_vector(model, vector) -> torch.Tensor:
     return check_vector(vector, "The vector", (model.config.hidden_size,), hint="(the model's d_model)")
 
 
-def _position_mask(pos: torch.Tensor, positions, include_bos: bool) -> torch.Tensor:
+def position_mask(
+    pos: torch.Tensor, positions, include_bos: bool, bos: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Bool [batch, seq]: the tokens at `positions` (absolute; None: all), BOS left out unless include_bos.
+    bos marks the BOS tokens (by token id, as `edit` gives it); None falls back to position 0."""
     if positions is None:
         mask = torch.ones_like(pos, dtype=torch.bool)
     else:
         want = torch.as_tensor(list(positions), device=pos.device)
         mask = torch.isin(pos, want)
     if not include_bos:
-        mask &= pos != 0
+        mask &= ~(pos == 0 if bos is None else bos.to(mask.device))
     return mask
 
 
-def _check_positions(positions):
+def check_positions(positions):
     if positions is None:
         return None
     if as_int(positions) is not None:
@@ -177,56 +185,87 @@ def _check_positions(positions):
 
 
 @contextmanager
-def add_vector(model, layer: int, vector, positions: Sequence[int] | None = None, include_bos: bool = False):
-    """Add `vector` to resid_post at `layer` while the block runs (steering).
+def edit(model, layer: int, fn):
+    """Replace resid_post at `layer` by `fn(h, pos, bos)` while the block runs: the position-aware primitive
+    under `add_vector`, `replace` and saehelpers.ablation.
 
-    positions: absolute token positions to change (None: every position, including each new
-    token during `generate`). BOS (position 0) is left alone unless include_bos=True: its norm is
-    far larger than other positions' and the model relies on it.
+    h: resid_post [batch, seq, d_model]; pos: each token's absolute position [batch, seq] (right during
+    `generate` with a KV cache, see the module docstring); bos: bool [batch, seq], True at BOS tokens, found
+    by token id (the ids the model embeds in this call; position 0 only when it is given embeddings, not
+    ids). `position_mask(pos, positions, include_bos, bos)` turns them into a mask. fn returns the new
+    resid_post (same shape). The hooks are removed when the block ends, exceptions included.
     """
-    (layer,) = _check_layers(model, [layer])
-    vector = _as_vector(model, vector)
-    positions = _check_positions(positions)
+    (layer,) = check_layers(model, [layer])
+    check_callable(fn, "fn", "lambda h, pos, bos: h")
+    bos_id = model.config.bos_token_id
+    seen = {}
+
+    def remember(module, args, kwargs):  # the embedding's input: this call's token ids
+        seen["ids"] = args[0] if args else kwargs.get("input")
 
     def hook(module, args, kwargs, out):
         h = _output(out)
-        mask = _position_mask(_positions(kwargs, h), positions, include_bos)
-        v = vector.to(device=h.device, dtype=h.dtype)
-        return _with_output(out, h + mask.unsqueeze(-1).to(h.dtype) * v)
+        pos, ids = _positions(kwargs, h), seen.pop("ids", None)
+        if bos_id is not None and isinstance(ids, torch.Tensor) and ids.shape == h.shape[:2]:
+            bos = ids.to(h.device) == bos_id
+        else:
+            bos = pos == 0
+        return _with_output(out, fn(h, pos, bos))
 
-    with _hooks([(decoder_layers(model)[layer], hook)]):
+    with _hooks([(decoder_layers(model)[layer], hook)], [(model.get_input_embeddings(), remember)]):
         yield
 
 
 @contextmanager
-def replace(model, layer: int, fn: Callable[[torch.Tensor], torch.Tensor], positions=None, include_bos=True):
+def add_vector(model, layer: int, vector, positions: Sequence[int] | None = None, include_bos: bool = False):
+    """Add `vector` to resid_post at `layer` while the block runs (steering).
+
+    positions: absolute token positions to change (None: every position, including each new
+    token during `generate`). BOS (found by its token id) is left alone unless include_bos=True: its
+    norm is far larger than other positions' and the model relies on it.
+    """
+    (layer,) = check_layers(model, [layer])
+    vector = _as_vector(model, vector)
+    positions = check_positions(positions)
+
+    def fn(h, pos, bos):
+        mask = position_mask(pos, positions, include_bos, bos)
+        return h + mask.unsqueeze(-1).to(h.dtype) * vector.to(device=h.device, dtype=h.dtype)
+
+    with edit(model, layer, fn):
+        yield
+
+
+@contextmanager
+def replace(model, layer: int, fn: Callable[[torch.Tensor], torch.Tensor], positions=None, include_bos=False):
     """Replace resid_post at `layer` by `fn(resid)` while the block runs (e.g. an SAE's reconstruction).
 
     `fn` gets and returns a [batch, seq, d_model] tensor. positions / include_bos pick where the
-    new value is used (default: everywhere, BOS included); elsewhere the original is kept.
+    new value is used (default: every position but BOS, which keeps its clean value as in every
+    published number: the SAE is not meant to reconstruct BOS's huge activation); elsewhere the
+    original is kept.
     """
-    (layer,) = _check_layers(model, [layer])
-    positions = _check_positions(positions)
+    (layer,) = check_layers(model, [layer])
+    positions = check_positions(positions)
     check_callable(fn, "fn", "lambda h: sae.decode(sae.encode(h))")
 
-    def hook(module, args, kwargs, out):
-        h = _output(out)
+    def new_value(h, pos, bos):
         new = fn(h)
         if not isinstance(new, torch.Tensor) or new.shape != h.shape:
             got = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
             raise ValueError(f"replace(): fn must return a tensor of shape {tuple(h.shape)}, got {got}.")
         new = new.to(h.dtype)
         if positions is not None or not include_bos:
-            mask = _position_mask(_positions(kwargs, h), positions, include_bos).unsqueeze(-1)
-            new = torch.where(mask, new, h)
-        return _with_output(out, new)
+            new = torch.where(position_mask(pos, positions, include_bos, bos).unsqueeze(-1), new, h)
+        return new
 
-    with _hooks([(decoder_layers(model)[layer], hook)]):
+    with edit(model, layer, new_value):
         yield
 
 
-def splice_sae(model, sae, include_bos: bool = True):
-    """Run the model with resid_post at the SAE's layer replaced by the SAE's reconstruction."""
+def splice_sae(model, sae, include_bos: bool = False):
+    """Run the model with resid_post at the SAE's layer replaced by the SAE's reconstruction (BOS kept clean
+    unless include_bos=True, as `activations.sae_stats` and `matryoshka.prefix_loss` measure it)."""
     layer = layer_of(sae, model)
 
     def recon(h):
@@ -245,3 +284,6 @@ def active_hooks(model) -> int:
         for m in model.modules()
         for fn in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())
     )
+
+
+_check_layers = check_layers  # the old private name, still used by saehelpers.absorption

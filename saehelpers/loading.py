@@ -180,7 +180,7 @@ def _gguf_path() -> Path:
     return Path(assemble(output_path=cache_dir() / "gguf" / "gemma-3-270m-q4_k_m.gguf"))
 
 
-def _mini_root() -> Path:
+def mini_cache_root() -> Path:
     return cache_dir() / "models" / f"gemma-3-270m-v{MINI_CACHE_VERSION}"
 
 
@@ -195,13 +195,13 @@ def mini_model_dir(dtype=torch.float32, progress: bool = True) -> Path:
     the weights (0.54 GB in bfloat16).
     """
     name = dtype_name(pick_dtype(dtype))
-    target = _mini_root() / name
+    target = mini_cache_root() / name
     if (target / "done.json").exists():
         return target
-    _mini_root().mkdir(parents=True, exist_ok=True)
+    mini_cache_root().mkdir(parents=True, exist_ok=True)
     # One conversion at a time per cache (two kernels starting at once would each peak at 3.3 GB); the one
     # that waits finds the other's finished copy.
-    with file_lock(_mini_root() / f"{name}.lock"):
+    with file_lock(mini_cache_root() / f"{name}.lock"):
         if not (target / "done.json").exists():
             _run_conversion(name, target, progress)
     return target
@@ -285,7 +285,7 @@ def _convert_mini(name: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     start = time.perf_counter()
-    target = _mini_root() / name
+    target = mini_cache_root() / name
     if name == "float32":
         gguf = _gguf_path()
         source = str(gguf)
@@ -469,3 +469,6 @@ def iter_saes(layers=None, preset: str | None = None, device=None, dtype=None):
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+_mini_root = mini_cache_root  # the old private name, still used by saehelpers.__main__

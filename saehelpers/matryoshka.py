@@ -15,7 +15,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from .activations import _bos, splice_losses
+from .activations import bos_id, splice_losses
 from .checks import as_int, check_feature, check_finite, check_int, check_sae
 from .metrics import EVAccumulator
 from .release import as_release, layer_of
@@ -225,7 +225,7 @@ def prefix_loss(model, sae, release, batches, widths=None, strict: bool = True, 
         return {w: (lambda h, r=r: splice(h, r)) for w, r in recons.items()}
 
     sums = splice_losses(
-        model, layer, batches, edits, _bos(model, None), f"layer {layer} prefix losses", progress
+        model, layer, batches, edits, bos_id(model, None), f"layer {layer} prefix losses", progress
     )
     ce_clean = sums.ce_clean / sums.n_predictions
     rows = [

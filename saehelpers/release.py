@@ -98,7 +98,12 @@ class Release:
 
     @property
     def sae_mb(self) -> float:
-        """One SAE's size in MB (float32 W_enc, W_dec, biases and thresholds): what loading it reads."""
+        """One SAE's size in MB as stored, what loading it reads: the mini release's files on disk (stored in
+        bfloat16, half of float32), the real release's float32 files on the Hub (W_enc, W_dec, b_enc, b_dec
+        and thresholds, as SAELens writes them; the safetensors header adds under 1 KB)."""
+        if self.name == MINI and self.saelens_release is None:
+            folder = mini_dir() / self.sae_id(self.layers[0])
+            return sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 1e6
         return (2 * self.d_model * self.d_sae + 2 * self.d_sae + self.d_model) * 4 / 1e6
 
     @property

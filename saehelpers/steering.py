@@ -64,7 +64,7 @@ def feature_direction(sae, feature) -> torch.Tensor:
 def _where(model, at) -> tuple[int, object]:
     """(layer, sae or None) from `at`: an SAE (its layer) or a layer number."""
     if as_int(at) is not None:
-        (layer,) = hooks._check_layers(model, [at])
+        (layer,) = hooks.check_layers(model, [at])
         return layer, None
     if hasattr(at, "cfg") and hasattr(at, "W_dec"):
         return layer_of(at, model), at
@@ -316,7 +316,7 @@ def resid_norms(model, layer: int, batches) -> tuple[float, float]:
     Gemma's residual stream has a few huge dimensions that are almost the same for every token, so
     ||x|| mostly measures them; the second number, the token-to-token spread, is what a push competes with.
     """
-    (layer,) = hooks._check_layers(model, [layer])  # before the batches are read
+    (layer,) = hooks.check_layers(model, [layer])  # before the batches are read
     x = collect_resid(model, batches, [layer], progress=False).acts[layer]
     return x.norm(dim=-1).median().item(), (x - x.mean(0)).norm(dim=-1).median().item()
 

@@ -232,11 +232,11 @@ def test_token_changes(mini):
     new = clean.clone()
     new[7], new[100], new[200] = 6.0, 5.0, -5.0
     p0, p1 = torch.softmax(clean.double(), -1), torch.softmax(new.double(), -1)
-    by_prob = ablation.token_changes(clean, new, tok, n=2)
+    by_prob = ablation.token_changes(tok, clean, new, n=2)
     assert tok.decode([100]) == by_prob.token.iloc[0] and tok.decode([7]) == by_prob.token.iloc[-1]
     assert by_prob.change.iloc[-1] == pytest.approx((p1[7] - p0[7]).item())
     assert by_prob.new_prob.iloc[0] == pytest.approx(p1[100].item())
-    by_lp = ablation.token_changes(clean, new, tok, n=2, by="logprob")
+    by_lp = ablation.token_changes(tok, clean, new, n=2, by="logprob")
     lp = p1.log() - p0.log()
     assert by_lp.token.iloc[-1] == tok.decode([200]) and by_lp.change.iloc[-1] == pytest.approx(
         lp[200].item()
@@ -276,7 +276,7 @@ def test_bad_input_gives_clear_errors_and_leaves_the_model_clean(mini, prompt_id
         (lambda: ablation.true_effects(model, sae, task, [], progress=False), "No features given"),
         (lambda: ablation.attribute(model, sae, task, metric=lambda lg: lg.sum(-1)), "scalar tensor"),
         (
-            lambda: ablation.token_changes(torch.zeros(5), torch.zeros(5), tok, by="nats"),
+            lambda: ablation.token_changes(tok, torch.zeros(5), torch.zeros(5), by="nats"),
             "'prob' or 'logprob'",
         ),
     ]

@@ -63,9 +63,9 @@ def test_numpy_ints_accepted_as_layers_and_positions(mini):
     ids = tok("one two three", return_tensors="pt").input_ids
     out = hooks.resid_post(model, ids, [layer])
     assert list(out) == [rel.layers[0]]
-    assert hooks._check_positions([np.int64(1), 2]) == [1, 2]
+    assert hooks.check_positions([np.int64(1), 2]) == [1, 2]
     with pytest.raises(ValueError, match="positions must be"):
-        hooks._check_positions([-1])
+        hooks.check_positions([-1])
 
 
 def test_check_sae_mismatch():

@@ -481,3 +481,11 @@ def test_dense_on_cpu_copies_only_nonzero_entries_yet_gives_the_same_block():
         sparse, dense = _dense_on_cpu(feats, sparse=True), _dense_on_cpu(feats, sparse=False)
         assert sparse.dtype == dense.dtype == torch.float32 and sparse.is_contiguous()
         assert torch.equal(sparse, dense) and torch.equal(dense, feats.float())
+
+
+def test_stream_stats_needs_a_bos_id(mini, sae, monkeypatch):
+    """A config without bos_token_id is an error, as in collect_resid, not a silent count of BOS as a token."""
+    model, tok = mini
+    monkeypatch.setattr(model.config, "bos_token_id", None)
+    with pytest.raises(ValueError, match="config has no bos_token_id"):
+        F.stream_stats(model, sae, text_batches(tok, ["A cat."]), progress=False)

@@ -1,3 +1,4 @@
+import contextlib
 from types import SimpleNamespace
 
 import pytest
@@ -188,3 +189,100 @@ def test_capture_bad_layers(mini):
     with pytest.raises(ValueError, match="at least one layer"):
         hooks.resid_post(model, torch.tensor([[2, 3]]), [])
     assert hooks.active_hooks(model) == 0
+
+
+def test_every_splice_keeps_bos_clean_by_default(mini, prompt_ids):
+    """hooks.replace, hooks.splice_sae and ablation.splice default to BOS's clean value, as sae_stats,
+    prefix_loss and every published number do: a caller who forgets the flag no longer splices BOS."""
+    import saehelpers
+    from saehelpers import ablation, get_release
+
+    model, _ = mini
+    ids, mask = prompt_ids
+    layer = get_release("mini").layers[1]
+    sae = saehelpers.load_sae(layer, "mini", dtype="float32")
+    seen = {}
+
+    def resid_after(ctx):
+        with torch.no_grad(), ctx, hooks.capture(model, [layer]) as acts:
+            model(input_ids=ids, attention_mask=mask)
+        return acts[layer]
+
+    clean = resid_after(contextlib.nullcontext())
+    doubled = resid_after(hooks.replace(model, layer, lambda h: 2 * h))
+    assert torch.equal(doubled[:, 0], clean[:, 0]) and torch.allclose(doubled[:, 1:], 2 * clean[:, 1:])
+    for name, ctx in {
+        "splice_sae": hooks.splice_sae(model, sae),
+        "ablation.splice": ablation.splice(model, sae, keep_error=False),
+    }.items():
+        seen[name] = resid_after(ctx)
+        assert torch.equal(seen[name][:, 0], clean[:, 0]), name  # BOS untouched
+        assert not torch.allclose(seen[name][:, 1:], clean[:, 1:]), name  # the rest spliced
+    with_bos = resid_after(hooks.splice_sae(model, sae, include_bos=True))
+    assert not torch.allclose(with_bos[:, 0], clean[:, 0])  # asked for, BOS is spliced too
+
+
+def test_edit_is_the_position_aware_primitive(mini, prompt_ids, clean):
+    """hooks.edit hands fn each token's absolute position: the primitive ablation builds on (no private hooks)."""
+    model, _ = mini
+    ids, mask = prompt_ids
+    got = {}
+
+    def fn(h, pos, bos):
+        got["pos"], got["bos"] = pos, bos
+        return torch.where(hooks.position_mask(pos, [2, 3], False, bos)[..., None], h + 1, h)
+
+    with torch.no_grad(), hooks.edit(model, 4, fn), hooks.capture(model, [4]) as acts:
+        model(input_ids=ids, attention_mask=mask)
+    assert torch.equal(got["pos"], torch.arange(ids.shape[1]).expand_as(ids))
+    assert torch.equal(got["bos"], ids == model.config.bos_token_id)
+    diff = acts[4] - clean[1][5]
+    assert torch.allclose(diff[:, [2, 3]], torch.ones_like(diff[:, [2, 3]]), atol=1e-5)
+    assert diff[:, [0, 1, *range(4, ids.shape[1])]].abs().max() == 0
+    assert hooks.active_hooks(model) == 0
+    with pytest.raises(ValueError, match=r"fn must be a function, e\.g\. lambda h, pos: h"):
+        hooks.edit(model, 4, "h + 1").__enter__()
+
+
+def test_bos_is_found_by_token_id_in_a_row_cut_from_the_middle(mini):
+    """A row that starts mid-text and holds BOS later: BOS is the token with BOS's id, not position 0."""
+    model, tok = mini
+    text = tok("The cat sat on the mat and the dog ran", add_special_tokens=False).input_ids
+    ids = torch.tensor([[*text[:3], tok.bos_token_id, *text[3:6]]])
+    with torch.no_grad(), hooks.capture(model, [4]) as acts:
+        model(input_ids=ids)
+    clean = acts[4]
+    with torch.no_grad(), hooks.replace(model, 4, lambda h: 2 * h), hooks.capture(model, [4]) as acts:
+        model(input_ids=ids)
+    kept = (acts[4] == clean).all(-1)[0]
+    assert kept.tolist() == [i == 3 for i in range(ids.shape[1])]  # only the BOS token kept its value
+
+
+def test_modules_use_no_other_modules_private_helpers():
+    """A helper one module needs from another is public (named, documented, tested): no `module._name`
+    reached across modules, no `from .module import _name`. The old name kept as an alias for absorption
+    is listed until it moves to the public one; the atlas subpackage (saehelpers/atlas) is its own."""
+    import ast
+    from pathlib import Path
+
+    import saehelpers
+
+    root = Path(saehelpers.__file__).parent
+    modules = {p.stem for p in root.glob("*.py")}
+    pending = {"absorption.py": {"_check_layers"}}
+    found = []
+    for path in sorted(root.glob("*.py")):
+        rel = str(path.relative_to(root))
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in modules
+            ):
+                names = [node.attr]
+            elif isinstance(node, ast.ImportFrom) and node.level >= 1:
+                names = [a.name for a in node.names]
+            names = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            found += [(rel, n) for n in names if n not in pending.get(rel, set())]
+    assert found == []

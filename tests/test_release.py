@@ -126,6 +126,12 @@ def test_as_release_takes_a_release_or_a_preset_name(bad):
 def _public_functions_taking_a_release():
     """(qualified name, function) of every public function or method of saehelpers with a `release` or
     `preset` parameter."""
+    return _public_functions(lambda params: bool({"release", "preset"} & set(params)))
+
+
+def _public_functions(wanted):
+    """(qualified name, function) of every public function or method of saehelpers (the atlas and the
+    exercises' checkers aside) whose parameter names satisfy `wanted`."""
     import importlib
     import inspect
     import pkgutil
@@ -146,7 +152,7 @@ def _public_functions_taking_a_release():
                 members = [(f"{name}.{k}", v) for k, v in vars(obj).items() if inspect.isfunction(v)]
                 members = [(k, v) for k, v in members if not k.split(".")[-1].startswith("_")]
             for qual, fn in members:
-                if {"release", "preset"} & set(inspect.signature(fn).parameters):
+                if wanted(list(inspect.signature(fn).parameters)):
                     found[f"{info.name.removeprefix('saehelpers.')}.{qual}"] = fn
     return found
 
@@ -281,3 +287,42 @@ def test_every_public_release_argument_takes_a_release_or_a_preset_name(mini, mo
             assert torch.equal(by_name, by_release), name
         else:
             assert by_name == by_release, name
+
+
+def test_sae_sizes_are_the_sizes_on_disk():
+    """Notebook 01 prints release.sae_mb: the mini files as shipped (bfloat16: 5 MB, not float32's 11 MB),
+    the real release's float32 files as the Hub serves them."""
+    from saehelpers.release import mini_dir
+
+    rel = get_release("mini")
+    on_disk = [
+        sum(f.stat().st_size for f in (mini_dir() / rel.sae_id(layer)).iterdir()) / 1e6
+        for layer in rel.layers
+    ]
+    assert rel.sae_mb == pytest.approx(on_disk[0]) and max(on_disk) - min(on_disk) < 0.01
+    float32 = (2 * rel.d_model * rel.d_sae + 2 * rel.d_sae + rel.d_model) * 4 / 1e6
+    assert rel.sae_mb < 0.6 * float32  # the shipped files are not float32
+    real = get_release("gemma-3-1b")
+    assert real.sae_mb == pytest.approx((2 * 1152 * 32768 + 2 * 32768 + 1152) * 4 / 1e6)  # 302 MB
+
+
+def test_every_public_function_keeps_one_argument_order():
+    """CONTRIBUTING: `model, tokenizer, sae, release, ...`, leaving out what a function does not use. The ones
+    a function requires come first, in that order (token_changes took the tokenizer after the logits); an
+    optional one may come later or keyword-only (attribute's tokenizer and release now are)."""
+    import inspect
+
+    order = ["model", "tokenizer", "sae", "release"]
+    bad = {}
+    for name, fn in _public_functions(lambda params: bool(set(order) & set(params))).items():
+        params = [
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            and p.default is p.empty
+            and p.name != "self"
+        ]
+        ours = [p for p in params if p in order]
+        if params[: len(ours)] != ours or ours != sorted(ours, key=order.index):
+            bad[name] = params
+    assert bad == {}
