@@ -25,16 +25,17 @@ def test_07_probe_far_above_chance_at_every_layer(nb07):
     assert positive(acc.max(), "the best layer's accuracy") == acc[run.var("LAYER")]
 
 
-def test_07_mini_model_knows_letters_only_in_part_and_answers_less_often(nb07):
+def test_07_mini_model_knows_letters_only_in_part(nb07):
     run = nb07
-    run.sentence("the probe gets well under all of the held-out words right, and the model's own answer")
+    run.sentence(
+        "the probe gets well under all of the held-out words right, and so does the model's own answer"
+    )
     by_layer, layer = run.var("by_layer"), run.var("LAYER")
     probe_acc = positive(by_layer.loc[layer, "held-out accuracy"], "the probe's accuracy")
     answers, y = run.var("answers"), run.var("y")
     model_acc = positive((answers == y).float().mean().item(), "the model's own accuracy")
-    assert probe_acc < 0.8, probe_acc
-    assert model_acc < probe_acc, (model_acc, probe_acc)
-    assert model_acc > 2 / 26  # it does spell, a little
+    assert probe_acc < 0.8 and model_acc < 0.8, (probe_acc, model_acc)
+    assert model_acc > 5 / 26  # it does spell, far above chance
 
 
 def test_07_gate_leaves_some_letters_and_summary_uses_them(nb07):
