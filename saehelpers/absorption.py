@@ -22,8 +22,8 @@ and the residual stream at the word's token, where a linear probe reads its firs
 4. `prefix_absorption`: the same with only the first `w` latents of a Matryoshka SAE (each prefix is an
    SAE of its own), for every width of the release.
 
-Where this agrees with SAEBench (`sae_bench/evals/absorption/`, read at commit in its repository's
-history, files feature_absorption_calculator.py, k_sparse_probing.py, main.py): the prompt template and
+Where this agrees with SAEBench (github.com/adamkarvonen/SAEBench, `sae_bench/evals/absorption/` at commit
+8042bb3: feature_absorption_calculator.py, feature_absorption.py, k_sparse_probing.py, main.py, eval_config.py): the prompt template and
 the word's token position; the thresholds (0.025 cosine for full absorption, 0.1 cosine and 3 latents
 for the fraction, 0.4 projection share for both, 0.03 F1 jump for the main latents); the two formulas;
 the rates as counts over the probe's true positives of each letter, averaged over letters.
@@ -42,6 +42,8 @@ Where it differs, and why:
   (decoder row . unit probe), its exact contribution to the reconstruction's projection. The two agree
   when decoder rows have norm 1 (SAELens's usual convention); `cosines` still uses the cosine for the
   thresholds.
+- Decoder norms matter here: the mini release's decoder rows have norms near 100, not 1, so SAEBench's
+  activation x cosine would understate every latent's share by that factor and find no absorption at all.
 - SAEBench drops letters whose probe F1 is below 0.6; here every letter is reported with its probe
   accuracy next to it, and `summary` states which letters pass the same 0.6 gate.
 """
