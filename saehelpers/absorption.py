@@ -43,7 +43,7 @@ Where it differs, and why:
   when decoder rows have norm 1 (SAELens's usual convention); `cosines` still uses the cosine for the
   thresholds.
 - Decoder norms matter here: the mini release's decoder rows have norms near 100, not 1, so SAEBench's
-  activation x cosine would understate every latent's share by that factor and find no absorption at all.
+  activation x cosine would understate every latent's share by that factor (its 0.4 share could never be met).
 - SAEBench drops letters whose probe F1 is below 0.6; here every letter is reported with its probe
   accuracy next to it, and `summary` states which letters pass the same 0.6 gate.
 """
