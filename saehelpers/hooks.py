@@ -275,7 +275,8 @@ def splice_sae(model, sae, include_bos: bool = False):
 
 
 def active_hooks(model) -> int:
-    """Number of saehelpers hooks on the model (0 when the model is clean).
+    """Number of saehelpers hooks on the model (0 when the model is clean). Each `edit` (replace, add_vector,
+    an ablation) holds two: its layer's hook and a pre-hook on the embedding that reads the token ids.
 
     transformers installs hooks of its own (e.g. for `output_hidden_states`); those are not counted.
     """

@@ -294,6 +294,6 @@ def test_bad_input_gives_clear_errors_and_leaves_the_model_clean(mini, prompt_id
     # Any exception in the block removes the hook.
     with pytest.raises(RuntimeError):
         with ablation.ablate(model, sae, 3), ablation.splice(model, sae):
-            assert hooks.active_hooks(model) == 2
+            assert hooks.active_hooks(model) == 4  # per edit: its layer's hook and the BOS-id reader
             raise RuntimeError("boom")
     assert hooks.active_hooks(model) == 0

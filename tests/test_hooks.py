@@ -240,7 +240,7 @@ def test_edit_is_the_position_aware_primitive(mini, prompt_ids, clean):
     assert torch.allclose(diff[:, [2, 3]], torch.ones_like(diff[:, [2, 3]]), atol=1e-5)
     assert diff[:, [0, 1, *range(4, ids.shape[1])]].abs().max() == 0
     assert hooks.active_hooks(model) == 0
-    with pytest.raises(ValueError, match=r"fn must be a function, e\.g\. lambda h, pos: h"):
+    with pytest.raises(ValueError, match=r"fn must be a function, e\.g\. lambda h, pos, bos: h"):
         hooks.edit(model, 4, "h + 1").__enter__()
 
 
