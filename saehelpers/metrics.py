@@ -196,7 +196,9 @@ def _check_logits(logits, input_ids, mask):
     mask = token_mask(input_ids, mask)
     vocab = logits.shape[-1]
     if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
-        raise ValueError(f"input_ids must be integer token ids in 0..{vocab - 1}, got dtype {input_ids.dtype}.")
+        raise ValueError(
+            f"input_ids must be integer token ids in 0..{vocab - 1}, got dtype {input_ids.dtype}."
+        )
     bad = input_ids[mask & ((input_ids < 0) | (input_ids >= vocab))]
     if len(bad):
         raise ValueError(
