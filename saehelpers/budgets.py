@@ -27,7 +27,9 @@ class Budget:
     new_tokens: int  # 03: new tokens generated per prompt
     prefix_tokens: int  # 05: tokens per layer for the prefixes' explained variance
     loss_batches: int  # 05: batches of 4 x 64 tokens for each prefix's loss
-    letter_words: int = 40  # 07: words per letter in the first-letter task (probe, k-sparse probes, absorption)
+    letter_words: int = (
+        40  # 07: words per letter in the first-letter task (probe, k-sparse probes, absorption)
+    )
     sweep_layers: tuple[int, ...] = ()  # 01, 03, 05: the layers to sweep; () means all of the release's
     smoke: bool = False
 
