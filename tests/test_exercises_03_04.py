@@ -4,6 +4,7 @@ notebook cells that put the learner's function in a hook or compare it with saeh
 
 import contextlib
 import io
+import re
 
 import pytest
 import torch
@@ -27,6 +28,16 @@ def sae(request):
 def _quiet(check, *args):
     with contextlib.redirect_stdout(io.StringIO()):
         return check(*args)
+
+
+def _passed(check, *args) -> int:
+    """How many cases a passing check reports (checkers print their tick and return nothing)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert check(*args) is None
+    found = re.search(r"^✓ .*: all (\d+) checks pass", out.getvalue(), re.M)
+    assert found, out.getvalue()
+    return int(found[1])
 
 
 # Right answers written otherwise than the reference: in bfloat16 they round differently.
@@ -66,7 +77,7 @@ def ablate_in_a_loop(resid, sae, features):
 )
 def test_right_answers_pass_in_both_dtypes(sae, check, right):
     for fn in right:
-        assert _quiet(check, fn, sae) >= 4
+        assert _passed(check, fn, sae) >= 4
 
 
 @pytest.mark.parametrize(
