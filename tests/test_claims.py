@@ -149,12 +149,14 @@ def test_01_l0_runs_from_a_handful_to_about_three_times_k(nb01):
     assert lo <= k / 4 and 2.5 * k < positive(top, "the largest L0") < 3.5 * k, (lo, top)
 
 
-def test_01_memory_after_the_first_sae_moves_by_tens_of_mb_not_a_staircase(nb01):
+def test_01_memory_after_the_first_sae_moves_by_about_a_hundred_mb_at_most(nb01):
     run = nb01
-    run.sentence("After the first SAE, memory moves by tens of MB per layer at most")
+    run.sentence(
+        "After the first\nSAE, memory goes up and down by up to about a hundred MB from layer to layer"
+    )
     memory, sae_mb = run.var("memory"), run.var("sae_mb")
     steps = np.diff(memory)
-    assert len(steps) == len(run.var("LAYERS")) - 1 and np.abs(steps).max() < 100, memory
+    assert len(steps) == len(run.var("LAYERS")) - 1 and np.abs(steps).max() < 200, memory
     assert 0 < positive(sae_mb, "one SAE's MB") < 10  # "only a few MB (printed)"
 
 
