@@ -11,23 +11,9 @@ for name in ("SAEHELPERS_PRESET", "SAEHELPERS_DTYPE", "SAEHELPERS_WIDGETS"):
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-# Modules whose tests run whole notebooks, a lesson's computations, the mini build's metrics or the
-# real-shape loaders: the fast lane (`pytest -m "not heavy and not slow" tests`) leaves them out.
-HEAVY = {
-    "test_notebooks_run",
-    "test_claims",
-    "test_claims_07",
-    "test_mini_release",
-    "test_real_path",
-    "test_dtypes",
-    "test_setup_cell",
-}
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if item.module.__name__.rsplit(".", 1)[-1] in HEAVY:
-            item.add_marker(pytest.mark.heavy)
+# A test that runs whole notebooks, a lesson's computations, the mini build's metrics or the real-shape
+# loaders carries the `heavy` mark (`pytestmark = pytest.mark.heavy` for a whole module): the fast lane,
+# `pytest -m "not heavy and not slow" tests`, leaves it out. The nbmake items get it in ../conftest.py.
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,8 @@ from claims import positive
 
 from saehelpers import get_release
 
+pytestmark = pytest.mark.heavy  # the fast lane leaves this module out
+
 # ---------------------------------------------------------------- 00: one sentence through an SAE
 
 

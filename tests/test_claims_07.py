@@ -8,6 +8,8 @@ import claims
 import pytest
 from claims import positive
 
+pytestmark = pytest.mark.heavy  # the fast lane leaves this module out
+
 
 @pytest.fixture(scope="module")
 def nb07():

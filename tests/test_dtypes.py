@@ -13,6 +13,8 @@ from saehelpers import get_release
 from saehelpers.activations import sae_stats
 from saehelpers.text import token_batches
 
+pytestmark = pytest.mark.heavy  # the fast lane leaves this module out
+
 
 @pytest.fixture(scope="module")
 def bf16():

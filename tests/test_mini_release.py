@@ -25,6 +25,8 @@ from saehelpers.text import corpus_version, shipped_sample_path, token_batches
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from build_mini_release import FLOORS  # noqa: E402
 
+pytestmark = pytest.mark.heavy  # the fast lane leaves this module out
+
 # Quality floors the mini release is built to (held-out text, BOS excluded): issue 19's, which the build
 # script checks and records in release.json.
 EV_FLOOR = FLOORS["explained_variance"]  # every layer but the last

@@ -15,6 +15,8 @@ import claims
 import nbformat
 import pytest
 
+pytestmark = pytest.mark.heavy  # the fast lane leaves this module out
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

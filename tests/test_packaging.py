@@ -14,8 +14,13 @@ def _name(req: str) -> str:
 
 def test_environment_yml_mirrors_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    # An extra may name another of this project's extras (dev pulls in `saehelpers[site]`): that is
+    # not a package for conda to install, its packages are listed once under their own extra.
     reqs = list(project["dependencies"]) + [
-        r for extra in project["optional-dependencies"].values() for r in extra
+        r
+        for extra in project["optional-dependencies"].values()
+        for r in extra
+        if not r.startswith(project["name"] + "[")
     ]
     lines = (ROOT / "environment.yml").read_text().split("- pip:")[1].splitlines()
     env = [line.strip()[2:] for line in lines if line.strip().startswith("- ") and line.strip() != "- -e ."]

@@ -21,6 +21,8 @@ import pytest
 
 from saehelpers import fakehub
 
+pytestmark = pytest.mark.heavy  # the fast lane leaves this module out
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULT = "@@RESULT@@"
 LAYER = 12
