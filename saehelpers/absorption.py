@@ -194,7 +194,7 @@ def word_acts(model, tokenizer, texts: list[str], layers, batch_size: int = 32, 
     same number of examples): no padding, so the word sits at the same position in every row. One forward
     pass per batch; only the last position is unembedded (the full logits would cost far more).
     """
-    layers = hooks._check_layers(model, layers)
+    layers = hooks.check_layers(model, layers)
     pos = word_position(tokenizer)
     letter_ids = letter_token_ids(tokenizer)
     out = {layer: [] for layer in layers}

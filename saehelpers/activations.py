@@ -356,5 +356,3 @@ __all__ = [
     "splice_losses",
     "unpack_batch",
 ]
-
-_unpack = unpack_batch  # the old private name, still used by saehelpers.atlas

@@ -38,7 +38,7 @@ from .tokens import check_texts, context_strings, text_batches, tokenize
 # Activation histogram bins, shared by all latents: 10 per decade from 1e-3 to 1e5, log-spaced because
 # activations span orders of magnitude. Values outside are counted in the first or last bin.
 HIST_EDGES = torch.logspace(-3, 5, 8 * 10 + 1)
-_INNER_EDGES = HIST_EDGES[1:-1].numpy()  # bin b holds edges[b - 1] < x <= edges[b], as torch.bucketize
+INNER_EDGES = HIST_EDGES[1:-1].numpy()  # bin b holds edges[b - 1] < x <= edges[b], as torch.bucketize
 # Bump when the statistics change, so old cached files are recomputed.
 CACHE_VERSION = 3
 _MASK32 = 0xFFFFFFFF
@@ -48,7 +48,7 @@ _MASK32 = 0xFFFFFFFF
 
 
 @njit(cache=True)
-def _uniform_key(index, latent, d_sae):
+def uniform_key_one(index, latent, d_sae):
     # Event number index * d_sae + latent, folded to 32 bits, then a bijection that scrambles the bits
     # (multipliers < 2**27, so int64 never overflows).
     x = index * d_sae + latent
@@ -67,7 +67,7 @@ def _float_key(bits):
 @njit(cache=True)
 def _uniform_keys(index, latent, d_sae, out):
     for i in range(len(out)):
-        out[i] = _uniform_key(index[i], latent[i], d_sae)
+        out[i] = uniform_key_one(index[i], latent[i], d_sae)
 
 
 @njit(cache=True)
@@ -166,11 +166,11 @@ class Examples:
 # full (benchmarks/bench_features.py, benchmarks/results.md).
 
 
-_BLOCK = 16  # latents per 64-byte cache line of float32 activations
+BLOCK = 16  # latents per 64-byte cache line of float32 activations
 
 
 @njit(cache=True)
-def _weakest(row):
+def weakest_slot(row):
     w = 0
     for j in range(1, len(row)):
         if row[j] < row[w]:
@@ -179,17 +179,17 @@ def _weakest(row):
 
 
 @njit(cache=True)
-def _enter(r, new_key, weak, floor, key):
+def enter_example(r, new_key, weak, floor, key):
     # A firing takes the place of row r's weakest example (its key only, for now); returns the slot.
     s = weak[r]
     key[r, s] = new_key
-    weak[r] = w = _weakest(key[r])
+    weak[r] = w = weakest_slot(key[r])
     floor[r] = key[r, w]
     return s
 
 
 @njit(cache=True)
-def _fill(ent, m, feats, ids, keep, seq, key, value, index, tokens, acts, before, after):
+def fill_examples(ent, m, feats, ids, keep, seq, key, value, index, tokens, acts, before, after):
     # The rest of the m entered firings' examples (see _add_batch), for those still in their row: a
     # slot's key only ever rises, so it still holds firing e exactly when it still has e's key. In
     # token order, so the reads of nearby tokens stay in the cache.
@@ -227,7 +227,7 @@ def _add_batch(feats, ids, keep, seq, n0, edges, sums, hist, key, value, index, 
     weak = np.empty(2 * d, np.int64)  # each row's weakest slot, and its key
     floor = np.empty(2 * d, np.int64)
     for r in range(2 * d):
-        weak[r] = _weakest(key[r])
+        weak[r] = weakest_slot(key[r])
         floor[r] = key[r, weak[r]]
     # The firings that entered a row: token, latent, stream index, then slot and key in the top row
     # and in the sample row (slot -1: not there); the rest of their examples is filled in at the end,
@@ -238,8 +238,8 @@ def _add_batch(feats, ids, keep, seq, n0, edges, sums, hist, key, value, index, 
         if not keep[t]:  # BOS and padding
             continue
         row = bits[t]
-        for b in range(0, d, _BLOCK):
-            end = min(b + _BLOCK, d)
+        for b in range(0, d, BLOCK):
+            end = min(b + BLOCK, d)
             any_bit = 0  # one vectorised test per block: most blocks have no firing at all
             for f in range(b, end):
                 any_bit |= row[f]
@@ -251,7 +251,7 @@ def _add_batch(feats, ids, keep, seq, n0, edges, sums, hist, key, value, index, 
                     continue
                 sums[f] += v
                 hist[f, np.searchsorted(edges, v)] += 1
-                top_key, sample_key = _float_key(np.int64(row[f])), _uniform_key(n, f, d)
+                top_key, sample_key = _float_key(np.int64(row[f])), uniform_key_one(n, f, d)
                 to_top, to_sample = top_key > floor[f], sample_key > floor[d + f]
                 if not (to_top or to_sample):
                     continue
@@ -259,19 +259,19 @@ def _add_batch(feats, ids, keep, seq, n0, edges, sums, hist, key, value, index, 
                     ent = np.concatenate((ent, np.empty_like(ent)))
                 ent[m, 0], ent[m, 1], ent[m, 2], ent[m, 3], ent[m, 5] = t, f, n, -1, -1
                 if to_top:
-                    ent[m, 3], ent[m, 4] = _enter(f, top_key, weak, floor, key), top_key
+                    ent[m, 3], ent[m, 4] = enter_example(f, top_key, weak, floor, key), top_key
                 if to_sample:
-                    ent[m, 5], ent[m, 6] = _enter(d + f, sample_key, weak, floor, key), sample_key
+                    ent[m, 5], ent[m, 6] = enter_example(d + f, sample_key, weak, floor, key), sample_key
                 m += 1
         n += 1
-    _fill(ent, m, feats, ids, keep, seq, key, value, index, tokens, acts, before, after)
+    fill_examples(ent, m, feats, ids, keep, seq, key, value, index, tokens, acts, before, after)
     return n - n0
 
 
 # ---------------------------------------------------------------- streaming statistics
 
 
-def _dense_on_cpu(feats: torch.Tensor, sparse: bool | None = None) -> torch.Tensor:
+def dense_on_cpu(feats: torch.Tensor, sparse: bool | None = None) -> torch.Tensor:
     """feats [tokens, d_sae] as a contiguous float32 CPU tensor. From a GPU (sparse, the default there)
     only the nonzero entries, about k per token, cross over: not the dense block (2048 tokens x 32768
     latents = 268 MB a batch)."""
@@ -321,12 +321,12 @@ class FeatureStats:
             raise ValueError(
                 f"keep must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(keep.shape)}."
             )
-        feats = _dense_on_cpu(feats.detach().reshape(-1, d))
+        feats = dense_on_cpu(feats.detach().reshape(-1, d))
         ids = input_ids.to("cpu", torch.long).reshape(-1).contiguous()
         keep = keep.to("cpu", torch.bool).reshape(-1).contiguous()
         ex = self.examples
         self.n_tokens += _add_batch(
-            feats.numpy(), ids.numpy(), keep.numpy(), input_ids.shape[1], self.n_tokens, _INNER_EDGES,
+            feats.numpy(), ids.numpy(), keep.numpy(), input_ids.shape[1], self.n_tokens, INNER_EDGES,
             self.sums.numpy(), self.hist.numpy(), *(getattr(ex, name).numpy() for name in Examples.FIELDS),
             ex.before, ex.after,
         )  # fmt: skip
@@ -396,7 +396,7 @@ class FeatureStats:
         )
 
 
-def _first(keep: torch.Tensor, n: int) -> torch.Tensor:
+def first_n(keep: torch.Tensor, n: int) -> torch.Tensor:
     """keep with only its first n True entries (row-major) left True."""
     return keep & (keep.flatten().cumsum(0) <= n).view_as(keep)
 
@@ -423,7 +423,7 @@ def stream_stats(
         ids, mask = (t.to(model.device) for t in unpack_batch(batch))
         keep = metrics.token_mask(ids, mask, bos)
         if max_tokens is not None:
-            keep = _first(keep, max_tokens - stats.n_tokens)
+            keep = first_n(keep, max_tokens - stats.n_tokens)
         x = hooks.resid_post(model, ids, [layer], mask)[layer]
         before_n = stats.n_tokens
         stats.add(sae.encode(x.to(sae.device, sae.dtype)), ids, keep)

@@ -285,6 +285,3 @@ def active_hooks(model) -> int:
         for m in model.modules()
         for fn in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())
     )
-
-
-_check_layers = check_layers  # the old private name, still used by saehelpers.absorption

@@ -120,7 +120,7 @@ def text_batches(tokenizer, texts, batch_size: int = 8, max_len: int = 256):
 BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # Gemma's byte-fallback tokens, e.g. <0xE8>
 
 
-def _token_bytes(tokenizer, ids) -> list[bytes]:
+def token_bytes(tokenizer, ids) -> list[bytes]:
     """Each token's UTF-8 bytes: a byte-fallback token is its one byte, any other token its decoded text."""
     ids = check_token_ids(ids, len(tokenizer), "ids")
     pieces = tokenizer.convert_ids_to_tokens(ids)
@@ -130,7 +130,7 @@ def _token_bytes(tokenizer, ids) -> list[bytes]:
     ]
 
 
-def _chars(data: bytes):
+def byte_chars(data: bytes):
     """(text, n_bytes) per character of `data`; a byte that makes no whole character reads ⟨0xE8⟩, not �."""
     for c in data.decode("utf-8", "surrogateescape"):  # such a byte decodes to a lone surrogate U+DC80..DCFF
         yield (f"⟨0x{ord(c) - 0xDC00:02X}⟩", 1) if "\udc80" <= c <= "\udcff" else (c, len(c.encode()))
@@ -142,7 +142,7 @@ def token_strings(tokenizer, ids) -> list[str]:
     For unrelated tokens (a logit-lens list). A byte-fallback token alone is no character, so it reads
     ⟨0xE8⟩. For consecutive tokens of a text use `context_strings`.
     """
-    return ["".join(c for c, _ in _chars(b)) for b in _token_bytes(tokenizer, ids)]
+    return ["".join(c for c, _ in byte_chars(b)) for b in token_bytes(tokenizer, ids)]
 
 
 def context_strings(tokenizer, ids) -> list[str]:
@@ -152,10 +152,10 @@ def context_strings(tokenizer, ids) -> list[str]:
     Here a character goes to the token holding its last byte, where the model has seen all of it; the
     tokens before that show "". A byte whose character is cut off by the context's edge reads ⟨0xAD⟩.
     """
-    parts = _token_bytes(tokenizer, ids)
+    parts = token_bytes(tokenizer, ids)
     owner = [t for t, b in enumerate(parts) for _ in b]  # the token each byte came from
     out, pos = [""] * len(parts), 0
-    for text, n in _chars(b"".join(parts)):
+    for text, n in byte_chars(b"".join(parts)):
         pos += n
         out[owner[pos - 1]] += text
     return out

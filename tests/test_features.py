@@ -473,12 +473,12 @@ def test_explorer_falls_back_to_static_html_with_the_same_facts(mini, sae, small
 
 
 def test_dense_on_cpu_copies_only_nonzero_entries_yet_gives_the_same_block():
-    from saehelpers.features import _dense_on_cpu
+    from saehelpers.features import dense_on_cpu
 
     g = torch.Generator().manual_seed(0)
     x = torch.relu(torch.randn(64, 512, generator=g)) * (torch.rand(64, 512, generator=g) < 0.05)
     for feats in (x, x.to(torch.bfloat16)):
-        sparse, dense = _dense_on_cpu(feats, sparse=True), _dense_on_cpu(feats, sparse=False)
+        sparse, dense = dense_on_cpu(feats, sparse=True), dense_on_cpu(feats, sparse=False)
         assert sparse.dtype == dense.dtype == torch.float32 and sparse.is_contiguous()
         assert torch.equal(sparse, dense) and torch.equal(dense, feats.float())
 

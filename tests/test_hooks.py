@@ -260,8 +260,8 @@ def test_bos_is_found_by_token_id_in_a_row_cut_from_the_middle(mini):
 
 def test_modules_use_no_other_modules_private_helpers():
     """A helper one module needs from another is public (named, documented, tested): no `module._name`
-    reached across modules, no `from .module import _name`. The old name kept as an alias for absorption
-    is listed until it moves to the public one; the atlas subpackage (saehelpers/atlas) is its own."""
+    reached across modules, no `from .module import _name`.
+    The atlas subpackage (saehelpers/atlas) follows the same rule."""
     import ast
     from pathlib import Path
 
@@ -269,9 +269,9 @@ def test_modules_use_no_other_modules_private_helpers():
 
     root = Path(saehelpers.__file__).parent
     modules = {p.stem for p in root.glob("*.py")}
-    pending = {"absorption.py": {"_check_layers"}}
+    files = sorted(root.glob("*.py")) + sorted((root / "atlas").glob("*.py"))
     found = []
-    for path in sorted(root.glob("*.py")):
+    for path in files:
         rel = str(path.relative_to(root))
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
@@ -284,5 +284,5 @@ def test_modules_use_no_other_modules_private_helpers():
             elif isinstance(node, ast.ImportFrom) and node.level >= 1:
                 names = [a.name for a in node.names]
             names = [n for n in names if n.startswith("_") and not n.startswith("__")]
-            found += [(rel, n) for n in names if n not in pending.get(rel, set())]
+            found += [(rel, n) for n in names]
     assert found == []

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from .. import hooks, metrics
-from ..activations import _unpack
+from ..activations import unpack_batch
 from ..checks import check_int
-from ..features import _dense_on_cpu, _first
+from ..features import dense_on_cpu, first_n
 from ..loading import available_memory, load_model, load_sae, pick_device
 from ..progress import progress_bar
 from ..release import get_release
@@ -116,8 +116,8 @@ def collect(
         total=tokens, desc=f"layer {layer} atlas", unit="tok", disable=not progress or group.rank
     )
     for batch in batches:
-        ids, mask = _unpack(batch)
-        keep = _first(metrics.token_mask(ids, mask, bos), tokens - seen)
+        ids, mask = unpack_batch(batch)
+        keep = first_n(metrics.token_mask(ids, mask, bos), tokens - seen)
         n = int(keep.sum())
         if n == 0:
             break
@@ -126,7 +126,7 @@ def collect(
         if i % group.world == group.rank:
             t = time.perf_counter()
             x = hooks.resid_post(model, ids.to(model.device), [layer], mask.to(model.device))[layer]
-            feats = _dense_on_cpu(sae.encode(x.to(sae.device, sae.dtype)).reshape(-1, stats.d_sae))
+            feats = dense_on_cpu(sae.encode(x.to(sae.device, sae.dtype)).reshape(-1, stats.d_sae))
             t2 = time.perf_counter()
             pending = stats.add(feats, ids, keep, seen)
             clock["encode_s"] += t2 - t

@@ -21,7 +21,7 @@ from .. import lm
 from ..features import HIST_EDGES
 from ..matryoshka import latent_groups
 from ..progress import progress_bar
-from ..tokens import _chars, _token_bytes, token_strings
+from ..tokens import byte_chars, token_bytes, token_strings
 
 FORMAT = "saehelpers-atlas/1"
 MANIFEST = "atlas.json"
@@ -88,7 +88,7 @@ class _Strings:
     def prefetch(self, ids) -> None:
         ids = sorted({int(i) for i in ids if i >= 0} - self.bytes.keys())
         if ids:
-            self.bytes.update(zip(ids, _token_bytes(self.tokenizer, ids)))
+            self.bytes.update(zip(ids, token_bytes(self.tokenizer, ids)))
             self.names.update(zip(ids, token_strings(self.tokenizer, ids)))
 
     def name(self, i: int) -> str:
@@ -102,7 +102,7 @@ class _Strings:
         parts = [self.bytes[i] for i in ids]
         owner = [t for t, b in enumerate(parts) for _ in b]
         out, pos = [""] * len(parts), 0
-        for text, n in _chars(b"".join(parts)):
+        for text, n in byte_chars(b"".join(parts)):
             pos += n
             out[owner[pos - 1]] += text
         return out

@@ -20,7 +20,16 @@ import numpy as np
 import torch
 from numba import njit
 
-from ..features import _BLOCK, _INNER_EDGES, HIST_EDGES, Examples, _enter, _fill, _uniform_key, _weakest
+from ..features import (
+    BLOCK,
+    HIST_EDGES,
+    INNER_EDGES,
+    Examples,
+    enter_example,
+    fill_examples,
+    uniform_key_one,
+    weakest_slot,
+)
 
 _LOW32 = 0xFFFFFFFF
 _LOW31 = 0x7FFFFFFF
@@ -36,7 +45,7 @@ def _add_batch_exact(feats, ids, keep, seq, n0, edges, hist, mcount, mmean, mm2,
     weak = np.empty(2 * d, np.int64)
     floor = np.empty(2 * d, np.int64)
     for r in range(2 * d):
-        weak[r] = _weakest(key[r])
+        weak[r] = weakest_slot(key[r])
         floor[r] = key[r, weak[r]]
     ent = np.empty((4 * d, 7), np.int64)
     m, n = 0, n0
@@ -44,8 +53,8 @@ def _add_batch_exact(feats, ids, keep, seq, n0, edges, hist, mcount, mmean, mm2,
         if not keep[t]:
             continue
         row = bits[t]
-        for b in range(0, d, _BLOCK):
-            end = min(b + _BLOCK, d)
+        for b in range(0, d, BLOCK):
+            end = min(b + BLOCK, d)
             any_bit = 0  # one vectorised test per block: most blocks have no firing at all
             for f in range(b, end):
                 any_bit |= row[f]
@@ -61,7 +70,7 @@ def _add_batch_exact(feats, ids, keep, seq, n0, edges, hist, mcount, mmean, mm2,
                 mmean[f] += delta / mcount[f]
                 mm2[f] += delta * (np.float64(v) - mmean[f])
                 top_key = (np.int64(row[f]) << 32) | (_LOW32 - n)
-                sample_key = (_uniform_key(n, f, d) << 31) | n
+                sample_key = (uniform_key_one(n, f, d) << 31) | n
                 to_top, to_sample = top_key > floor[f], sample_key > floor[d + f]
                 if not (to_top or to_sample):
                     continue
@@ -69,12 +78,12 @@ def _add_batch_exact(feats, ids, keep, seq, n0, edges, hist, mcount, mmean, mm2,
                     ent = np.concatenate((ent, np.empty_like(ent)))
                 ent[m, 0], ent[m, 1], ent[m, 2], ent[m, 3], ent[m, 5] = t, f, n, -1, -1
                 if to_top:
-                    ent[m, 3], ent[m, 4] = _enter(f, top_key, weak, floor, key), top_key
+                    ent[m, 3], ent[m, 4] = enter_example(f, top_key, weak, floor, key), top_key
                 if to_sample:
-                    ent[m, 5], ent[m, 6] = _enter(d + f, sample_key, weak, floor, key), sample_key
+                    ent[m, 5], ent[m, 6] = enter_example(d + f, sample_key, weak, floor, key), sample_key
                 m += 1
         n += 1
-    _fill(ent, m, feats, ids, keep, seq, key, value, index, tokens, acts, before, after)
+    fill_examples(ent, m, feats, ids, keep, seq, key, value, index, tokens, acts, before, after)
     return n - n0
 
 
@@ -134,7 +143,7 @@ class AtlasStats:
             raise ValueError(f"At most {MAX_INDEX - 1} tokens per layer: ask for fewer --tokens.")
         mom = Moments(d)
         self.n_tokens += _add_batch_exact(
-            feats.numpy(), ids.numpy(), keep.numpy(), input_ids.shape[-1], n0, _INNER_EDGES,
+            feats.numpy(), ids.numpy(), keep.numpy(), input_ids.shape[-1], n0, INNER_EDGES,
             self.hist.numpy(), mom.count.numpy(), mom.mean.numpy(), mom.m2.numpy(),
             *(getattr(ex, name).numpy() for name in Examples.FIELDS), ex.before, ex.after,
         )  # fmt: skip
