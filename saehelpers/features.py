@@ -508,9 +508,10 @@ def encode_text(model, tokenizer, sae, text: str) -> tuple[list[str], torch.Tens
         raise ValueError(f"text must be a non-empty string, got {text!r} ({type(text).__name__}).")
     layer = layer_of(sae, model)
     ids = torch.tensor([tokenize(tokenizer, text)], device=model.device)
-    x = hooks.resid_post(model, ids, [layer])[layer][0, 1:]
+    keep = metrics.token_mask(ids, bos_token_id=bos_id(model))[0]  # BOS by its id, as everywhere
+    x = hooks.resid_post(model, ids, [layer])[layer][0][keep]
     feats = sae.encode(x.to(sae.device, sae.dtype)).float().cpu()
-    return context_strings(tokenizer, ids[0, 1:]), feats
+    return context_strings(tokenizer, ids[0][keep]), feats
 
 
 def contrast(model, tokenizer, sae, release, texts_a, texts_b) -> pd.DataFrame:

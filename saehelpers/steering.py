@@ -21,8 +21,8 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from . import hooks, lm
-from .activations import collect_resid
+from . import hooks, lm, metrics
+from .activations import bos_id, collect_resid
 from .checks import (
     as_int,
     check_callable,
@@ -329,7 +329,8 @@ def max_activation(model, tokenizer, sae, texts) -> torch.Tensor:
     best = torch.zeros(sae.cfg.d_sae, device=sae.device)  # on the SAE's device until the end
     for text in texts:
         ids = tokenizer(text, return_tensors="pt").input_ids.to(model.device)
-        x = hooks.resid_post(model, ids, [layer])[layer][0, 1:]
+        keep = metrics.token_mask(ids, bos_token_id=bos_id(model))[0]  # BOS by its id, as everywhere
+        x = hooks.resid_post(model, ids, [layer])[layer][0][keep]
         best = torch.maximum(best, sae.encode(x.to(sae.device, sae.dtype)).float().amax(0))
     return best.cpu()
 

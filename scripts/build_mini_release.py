@@ -46,6 +46,7 @@ import build_corpus  # noqa: E402  (same folder: the corpus version this build r
 
 from saehelpers.hooks import resid_post, splice_sae  # noqa: E402
 from saehelpers.loading import cache_dir, load_model, write_atomic  # noqa: E402
+from saehelpers.metrics import token_mask  # noqa: E402
 from saehelpers.release import hook_name, mini_dir  # noqa: E402
 from saehelpers.text import SOURCES, token_batches  # noqa: E402
 
@@ -104,8 +105,8 @@ def collect(model, tok, args, work: Path) -> dict[int, torch.Tensor]:
                 )
             for b in itertools.islice(batches, per_chunk):
                 acts = resid_post(model, b["input_ids"], args.layers, attention_mask=b["attention_mask"])
-                keep = b["attention_mask"].bool()
-                keep[:, 0] = False  # BOS: its norm is far larger than any other position's
+                # BOS, found by its id as everywhere: its norm is far larger than any other position's
+                keep = token_mask(b["input_ids"], b["attention_mask"], tok.bos_token_id)
                 for layer in args.layers:
                     buf[layer].append(acts[layer][keep].to(torch.bfloat16))
                 new_tokens += int(keep.sum())
@@ -354,8 +355,7 @@ def evaluate(model, tok, layers, widths, args, folder, eval_rows=None, ce_rows=N
         raise RuntimeError(f"The held-out split has fewer than {eval_rows} rows of {args.seq_len} tokens.")
     for b in tqdm(batches, desc="eval: resid_post", disable=not progress):
         acts = resid_post(model, b["input_ids"], layers, attention_mask=b["attention_mask"])
-        keep = b["attention_mask"].bool()
-        keep[:, 0] = False
+        keep = token_mask(b["input_ids"], b["attention_mask"], tok.bos_token_id)
         for layer in layers:
             xs[layer].append(acts[layer][keep])
     metrics = {}
@@ -431,8 +431,7 @@ def ev_on(model, tok, saes, layers, batches) -> dict[int, dict]:
     xs: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     for b in batches:
         acts = resid_post(model, b["input_ids"], layers, attention_mask=b["attention_mask"])
-        keep = b["attention_mask"].bool()
-        keep[:, 0] = False
+        keep = token_mask(b["input_ids"], b["attention_mask"], tok.bos_token_id)
         for layer in layers:
             xs[layer].append(acts[layer][keep].float())
     out = {}

@@ -46,3 +46,41 @@ def toy_saes():
     feats, x = world.sample(20000, seed=123)
     saes = {m: toy.train(world, m, seed=1, progress=False) for m in (False, True)}
     return world, feats, x, saes
+
+
+# ---------------------------------------------------------------- a random SAE on the mini model
+# (test_features, test_cards, test_widgets)
+
+RANDOM_SAE_LAYER = 6
+
+
+@pytest.fixture(scope="session")
+def random_sae(mini):
+    """A random JumpReLU SAE of the mini release's shape, with thresholds set so ~2% of latents fire."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+    from saehelpers import get_release, hooks
+
+    model, tok = mini
+    rel = get_release("mini")
+    torch.manual_seed(0)
+    cfg = JumpReLUSAEConfig(d_in=rel.d_model, d_sae=rel.d_sae, dtype="float32", device="cpu")
+    cfg.metadata.hook_name = rel.hook_name(RANDOM_SAE_LAYER)
+    sae = JumpReLUSAE(cfg)
+    sae.requires_grad_(False)
+    sae.W_enc.normal_(0, rel.d_model**-0.5)
+    sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
+    ids = tok(
+        "The quick brown fox jumps over the lazy dog. def f(x): return x + 1", return_tensors="pt"
+    ).input_ids
+    x = hooks.resid_post(model, ids, [RANDOM_SAE_LAYER])[RANDOM_SAE_LAYER][0, 1:].float()
+    sae.threshold.copy_((x @ sae.W_enc + sae.b_enc).quantile(0.98, dim=0).clamp_min(1e-3))
+    return sae
+
+
+@pytest.fixture(scope="session")
+def small_batches(mini):
+    from saehelpers.text import token_batches
+
+    _, tok = mini
+    return list(token_batches(tok, "mini", batch_size=2, seq_len=24, n_batches=2))

@@ -4,12 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 
-from saehelpers import cards, get_release, hooks
 from saehelpers import features as F
+from saehelpers import get_release
 from saehelpers.activations import collect_resid
-from saehelpers.text import token_batches
 from saehelpers.tokens import text_batches
 
 K, BEFORE, AFTER = 3, 2, 1
@@ -219,33 +217,13 @@ def test_stats_settings_must_be_counts(bad):
 
 # ---------------------------------------------------------------- on the mini model with a random SAE
 
-LAYER = 6
+LAYER = 6  # random_sae's layer (tests/conftest.py)
 
 
-@pytest.fixture(scope="module")
-def sae(mini):
-    """A random JumpReLU SAE of the mini release's shape, with thresholds set so ~2% of latents fire."""
-    model, tok = mini
-    rel = get_release("mini")
-    torch.manual_seed(0)
-    cfg = JumpReLUSAEConfig(d_in=rel.d_model, d_sae=rel.d_sae, dtype="float32", device="cpu")
-    cfg.metadata.hook_name = rel.hook_name(LAYER)
-    sae = JumpReLUSAE(cfg)
-    sae.requires_grad_(False)
-    sae.W_enc.normal_(0, rel.d_model**-0.5)
-    sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
-    ids = tok(
-        "The quick brown fox jumps over the lazy dog. def f(x): return x + 1", return_tensors="pt"
-    ).input_ids
-    x = hooks.resid_post(model, ids, [LAYER])[LAYER][0, 1:].float()
-    sae.threshold.copy_((x @ sae.W_enc + sae.b_enc).quantile(0.98, dim=0).clamp_min(1e-3))
-    return sae
-
-
-@pytest.fixture(scope="module")
-def small_batches(mini):
-    _, tok = mini
-    return list(token_batches(tok, "mini", batch_size=2, seq_len=24, n_batches=2))
+@pytest.fixture
+def sae(random_sae):
+    """The random SAE of the mini release's shape (tests/conftest.py), under this module's short name."""
+    return random_sae
 
 
 def test_stream_stats_on_the_model_equals_brute_force(mini, sae, small_batches):
@@ -369,107 +347,6 @@ def test_contrast_is_the_difference_of_means(mini, sae):
     got = torch.tensor(table["diff"].sort_index().to_numpy())
     assert torch.allclose(got, want, atol=1e-4)
     assert table["diff"].is_monotonic_decreasing and table.index[0] == int(want.argmax())
-
-
-def test_logit_lens_and_neighbours(mini, sae):
-    model, tok = mini
-    d = sae.W_dec[5]
-    table = cards.lens_table(model, tok, d, n=4)
-    with torch.no_grad():
-        logits = model.lm_head(model.model.norm(d[None]))[0]
-    assert table["raises"].tolist() == [tok.decode([int(i)]) for i in logits.topk(4).indices]
-    assert table["logit ↓"].iloc[0] == pytest.approx(logits.min().item(), rel=1e-4)
-    near = cards.neighbours(sae, 5, n=3)
-    assert 5 not in near["feature"].tolist() and near["cosine"].is_monotonic_decreasing
-    cos = torch.nn.functional.cosine_similarity(sae.W_dec, d[None], dim=1)
-    cos[5] = -1
-    assert near["feature"].iloc[0] == int(cos.argmax())
-
-
-def test_feature_card(mini, sae, small_batches):
-    model, tok = mini
-    rel = get_release("mini")
-    stats = F.stream_stats(model, sae, small_batches, k=4, progress=False)
-    f = int(stats.counts.argmax())
-    card = cards.feature_card(model, tok, sae, rel, stats, f, n_examples=3)
-    assert card.count == int(stats.counts[f]) and card.rank == 1 and card.group == rel.group_of(f)
-    assert len(card.top) == 3 and card.top[0]["value"] == pytest.approx(float(stats.max[f]))
-    assert card.top[0]["strings"][card.top[0]["centre"]] == tok.decode(
-        [card.top[0]["tokens"][card.top[0]["centre"]]]
-    )
-    assert f"feature {f}" in str(card) and f"feature {f}" in card._repr_html_()
-    for bad in (-1, rel.d_sae):
-        with pytest.raises(ValueError, match=rf"0\.\.{rel.d_sae - 1}"):
-            cards.feature_card(model, tok, sae, rel, stats, bad)
-
-
-def test_characters_split_across_tokens_stay_whole_in_texts_and_cards(mini, sae):
-    from saehelpers import display
-
-    model, tok = mini
-    text = "(«譫/ de\n𓀀Linux"  # 譫 is three byte tokens, 𓀀 four: each a � when decoded alone
-    tokens, feats = F.encode_text(model, tok, sae, text)
-    assert tokens == ["(", "«", "", "", "譫", "/", " de", "\n", "", "", "", "𓀀", "Linux"]
-    # a feature whose strongest token is 譫's first byte: the card's centre has no text of its own
-    f = int(torch.where(feats.argmax(0) == 2, feats.max(0).values, 0).argmax())
-    assert feats[2, f] > 0 and int(feats[:, f].argmax()) == 2
-    batches = text_batches(tok, [text])
-    stats = F.stream_stats(model, sae, batches, k=4, before=20, after=20, progress=False)
-    card = cards.feature_card(model, tok, sae, get_release("mini"), stats, f)
-    top = card.top[0]
-    assert top["strings"] == tokens and top["centre"] == 2 and "".join(top["strings"]) == text
-    assert top["acts"] == pytest.approx(feats[:, f].tolist(), rel=1e-4, abs=1e-5)  # still one per token
-    shown = display.card_examples(card).data + display.context_text(top)
-    assert "�" not in shown and display.context_text(top) == "(«[[]]譫/ de↵𓀀Linux"
-    assert display.card_label(card).splitlines()[1].startswith("on: part of '譫'")
-
-
-def test_explorer_prints_a_static_card_where_widgets_do_not_render(mini, sae, small_batches):
-    from saehelpers.widgets import explorer
-
-    model, tok = mini
-    rel = get_release("mini")
-    stats = F.stream_stats(model, sae, small_batches, k=4, progress=False)
-    f, g = (int(i) for i in stats.counts.topk(2).indices)
-    ex = explorer(model, tok, sae, rel, f, text="Hello <world>", stats=stats)
-    bundle = ex._repr_mimebundle_()
-    assert "application/vnd.jupyter.widget-view+json" in bundle  # a widget where widgets work...
-    plain = bundle["text/plain"]  # ...and the card as text everywhere else
-    assert (
-        f"Layer {LAYER} · feature {f} ·" in plain and "Top activations:" in plain and "On your text" in plain
-    )
-    ex.feature_box.value = g
-    assert ex.card.feature == g and f"feature {g} ·" in ex._repr_mimebundle_()["text/plain"]
-    with pytest.raises(ValueError, match="release must be a Release"):
-        explorer(model, tok, sae, 6, f, stats=stats)
-    with pytest.raises(ValueError, match=rf"0\.\.{rel.d_sae - 1}"):
-        explorer(model, tok, sae, rel, rel.d_sae, stats=stats)
-
-
-@pytest.mark.parametrize("how", ["ipywidgets 7", "SAEHELPERS_WIDGETS=0"])
-def test_explorer_falls_back_to_static_html_with_the_same_facts(mini, sae, small_batches, monkeypatch, how):
-    import ipywidgets
-
-    from saehelpers import widgets
-    from saehelpers.display import Static
-
-    model, tok = mini
-    rel = get_release("mini")
-    stats = F.stream_stats(model, sae, small_batches, k=4, progress=False)
-    f = int(stats.counts.topk(1).indices)
-    assert widgets.enabled()
-    live = widgets.explorer(model, tok, sae, rel, f, text="Hello <world>", stats=stats)
-    if how == "ipywidgets 7":
-        monkeypatch.setattr(ipywidgets, "__version__", "7.7.1")  # Colab's
-    else:
-        monkeypatch.setenv("SAEHELPERS_WIDGETS", "0")
-    assert not widgets.enabled()
-    static = widgets.explorer(model, tok, sae, rel, f, text="Hello <world>", stats=stats)
-    assert isinstance(static, Static)
-    assert repr(static) == live.static()  # the same card and text activations as the widget's text view
-    page = static._repr_html_()
-    assert f"feature {f}" in page and "Static view" in page and "On your text" in page
-    assert "&lt;" in page and "<world>" not in page  # the typed text stays text
 
 
 def test_dense_on_cpu_copies_only_nonzero_entries_yet_gives_the_same_block():

@@ -244,6 +244,25 @@ def test_edit_is_the_position_aware_primitive(mini, prompt_ids, clean):
         hooks.edit(model, 4, "h + 1").__enter__()
 
 
+def test_no_code_drops_bos_by_position():
+    """BOS is found by its token id everywhere (metrics.token_mask, activations.bos_id): no module or script
+    drops position 0 (`[0, 1:]`, `keep[:, 0] = False`), which is wrong for rows cut from a text's middle.
+    Exercise 00's named mistake `_first_position` is the one place that does it, on purpose."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    drop = re.compile(r"\[0, 1:\]|\[:, 0\] = False|\[:, 1:\]\.flatten")
+    found = [
+        f"{p.relative_to(root)}:{i}: {line.strip()}"
+        for p in [*root.glob("saehelpers/**/*.py"), *root.glob("scripts/*.py")]
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if drop.search(line) and "_first_position" not in line and "def _first_position" not in line
+    ]
+    mistake = [f for f in found if "exercises/lesson00.py" in f]
+    assert len(mistake) == 1 and found == mistake, found
+
+
 def test_bos_is_found_by_token_id_in_a_row_cut_from_the_middle(mini):
     """A row that starts mid-text and holds BOS later: BOS is the token with BOS's id, not position 0."""
     model, tok = mini

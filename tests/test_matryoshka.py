@@ -6,7 +6,7 @@ import torch
 from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 from sae_lens.evals import ExplainedVarianceCalculator
 
-from saehelpers import display, get_release, widgets
+from saehelpers import display, get_release
 from saehelpers import matryoshka as mt
 
 # Incremental prefix decodes vs sae.decode on masked activations (float32): the only difference is
@@ -346,31 +346,6 @@ def test_prefix_loss_passes_strict_on(mini_model):
     table = mt.prefix_loss(model, sae, rel, [batch], widths=[odd, rel.d_sae], strict=False, progress=False)
     assert table.width.tolist() == [odd, rel.d_sae]
     assert (table.kl >= 0).all() and table.ce.notna().all()
-
-
-def test_tree_explorer_without_widgets_shows_every_parents_tree(monkeypatch):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from saehelpers.display import Static
-
-    table = pd.DataFrame(
-        {
-            "parent": [0, 0, 5],
-            "child": [7, 9, 11],
-            "cosine": [0.5, 0.4, 0.6],
-            "p_parent_given_child": [0.9, 0.8, 0.95],
-            "p_child_given_parent": [0.2, 0.1, 0.3],
-        }
-    )
-    labels = {0: "zero <b>", 5: "five", 7: "seven", 9: "nine", 11: "eleven"}
-    monkeypatch.setenv("SAEHELPERS_WIDGETS", "0")
-    view = widgets.tree_explorer(table, labels, {11: "details of eleven"})
-    assert isinstance(view, Static)
-    assert repr(view) == "\n\n".join(
-        [display.tree_text(table, 0, labels), display.tree_text(table, 5, labels) + "\n\ndetails of eleven"]
-    )
-    assert "zero &lt;b&gt;" in view._repr_html_() and "all 2 parents" in view._repr_html_()
 
 
 def test_prefix_loss_refuses_an_sae_from_another_layer(mini):
