@@ -32,6 +32,7 @@ def test_07_mini_model_knows_letters_only_in_part(nb07):
     run.sentence(
         "the probe gets well under all of the held-out words right, and so does the model's own answer"
     )
+    run.sentence("far above chance on the mini preset, though well short of every word")  # What you learned
     by_layer, layer = run.var("by_layer"), run.var("LAYER")
     probe_acc = positive(by_layer.loc[layer, "held-out accuracy"], "the probe's accuracy")
     answers, y = run.var("answers"), run.var("y")
