@@ -171,6 +171,7 @@ def test_every_public_release_argument_takes_a_release_or_a_preset_name(mini, mo
         ablation,
         budgets,
         cards,
+        checks,
         features,
         loading,
         matryoshka,
@@ -228,7 +229,7 @@ def test_every_public_release_argument_takes_a_release_or_a_preset_name(mini, mo
             ).counts
         ),
         "loading.check_memory": lambda r: loading.check_memory(r, "cpu", torch.float32),
-        "loading.check_sae": lambda r: loading.check_sae(sae, r, model),
+        "checks.check_sae": lambda r: checks.check_sae(sae, r, model),
         "loading.iter_saes": lambda r: [
             s.cfg.metadata.hook_name for s in loading.iter_saes(rel.layers[0], r)
         ],
