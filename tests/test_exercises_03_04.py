@@ -4,10 +4,10 @@ notebook cells that put the learner's function in a hook or compare it with saeh
 
 import contextlib
 import io
-import re
 
 import pytest
 import torch
+from checking import passed
 
 from saehelpers import ablation, exercises, get_release, hooks, load_sae, steering
 from saehelpers.exercises import core, lesson03, lesson04
@@ -28,16 +28,6 @@ def sae(request):
 def _quiet(check, *args):
     with contextlib.redirect_stdout(io.StringIO()):
         return check(*args)
-
-
-def _passed(check, *args) -> int:
-    """How many cases a passing check reports (checkers print their tick and return nothing)."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert check(*args) is None
-    found = re.search(r"^✓ .*: all (\d+) checks pass", out.getvalue(), re.M)
-    assert found, out.getvalue()
-    return int(found[1])
 
 
 # Right answers written otherwise than the reference: in bfloat16 they round differently.
@@ -77,7 +67,7 @@ def ablate_in_a_loop(resid, sae, features):
 )
 def test_right_answers_pass_in_both_dtypes(sae, check, right):
     for fn in right:
-        assert _passed(check, fn, sae) >= 4
+        assert passed(check, fn, sae) >= 4
 
 
 @pytest.mark.parametrize(
