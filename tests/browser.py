@@ -272,6 +272,22 @@ def chromium_missing() -> str | None:
     return None if os.access(CHROMIUM, os.X_OK) else install_hint()
 
 
+def need_browser(what: str = "the browser test") -> None:
+    """Skip (a developer's machine) or fail (CI set) when Chromium or Playwright is missing."""
+    import pytest
+
+    problem = chromium_missing()
+    if problem is None:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            problem = "Playwright is not installed: `pip install -e '.[dev]'`."
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set, so {what} must run: {problem}")
+        pytest.skip(problem)
+
+
 def launch_browser(playwright, timeout: float = 60.0):
     """Headless Chromium (Debian's) through Playwright."""
     if chromium_missing():

@@ -284,12 +284,10 @@ def _rare_word(rows):
 
 @pytest.mark.heavy
 def test_site_in_the_browser(atlas):
-    from tests.test_browser import _need_browser
-
-    _need_browser()
-    from playwright.sync_api import sync_playwright
-
     from tests import browser as B
+
+    B.need_browser("the atlas's browser test")
+    from playwright.sync_api import sync_playwright
 
     _, rows = read_js(atlas / "data" / f"L{LAYER}-rows.js")
     panels = read_js(atlas / "data" / f"L{LAYER}-p0.js")[2]

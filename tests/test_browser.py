@@ -14,7 +14,6 @@ The failure paths of the plumbing (tests/browser.py) are tested first, without a
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import sys
@@ -118,23 +117,9 @@ def test_missing_chromium_says_how_to_install():
 # ---------------------------------------------------------------- fixtures: one server, one browser
 
 
-def _need_browser():
-    """Skip (a developer's machine) or fail (CI=1) when Chromium or Playwright is missing."""
-    problem = B.chromium_missing()
-    if problem is None:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            problem = "Playwright is not installed: `pip install -e '.[dev]'`."
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set, so the browser test must run: {problem}")
-        pytest.skip(problem)
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    _need_browser()
+    B.need_browser("the browser test")
     tmp = tmp_path_factory.mktemp("browser")
     workdir = tmp / "lab"
     kernel = B.add_kernel(workdir, "python3-static", "Python 3 (widgets off)", {"SAEHELPERS_WIDGETS": "0"})
@@ -194,7 +179,7 @@ def page(request, lab, browser):
 
 def test_token_highlights_wrap_at_the_page_width():
     """A long highlighted text wraps between tokens, never inside one, and never runs off the side."""
-    _need_browser()
+    B.need_browser("the browser test")
     from playwright.sync_api import sync_playwright
 
     from saehelpers.display import tokens_html

@@ -164,19 +164,6 @@ def test_published_address_is_written_once_and_linked_from_the_readme():
 # ---------------------------------------------------------------- heavy: the built site in Chromium
 
 
-def _need_browser():
-    problem = B.chromium_missing()
-    if problem is None:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            problem = "Playwright is not installed: `pip install -e '.[dev]'`."
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set, so the site's browser test must run: {problem}")
-        pytest.skip(problem)
-
-
 @pytest.fixture(scope="module")
 def site():
     """The built site: this run's build when there is one, else built now (reusing executed copies)."""
@@ -213,7 +200,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def chromium(server):
-    _need_browser()
+    B.need_browser("the site's browser test")
     from playwright.sync_api import sync_playwright
 
     pw = sync_playwright().start()
