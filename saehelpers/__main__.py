@@ -127,8 +127,9 @@ def doctor(workshop: bool = False, min_free_gb: float | None = None) -> int:
     ):
         row(pkg, _version(pkg) or "not installed")
     device = loading.pick_device()
-    dtype = loading.dtype_name(loading.pick_dtype(None, device))  # what load_model will use here
-    row("device", f"{device} (auto: cuda > mps > cpu); default dtype {dtype}")
+    words, dtype, why = loading.dtype_plan(device)  # what load_model will use here; dtype: the copy it loads
+    row("device", f"{device} (auto: cuda > mps > cpu)")
+    row("model dtype", f"{words}: {why}")
     vm = psutil.virtual_memory()
     row("RAM", f"{_gb(vm.available)} free of {_gb(vm.total)}")
     if torch.cuda.is_available():

@@ -28,7 +28,7 @@ from numba import njit
 from . import hooks, metrics
 from .activations import bos_id, unpack_batch
 from .checks import check_feature, check_int, check_sae
-from .loading import cache_dir, write_atomic
+from .loading import cache_dir, weights_dtype, write_atomic
 from .matryoshka import latent_groups
 from .progress import progress_bar
 from .release import as_release, layer_of
@@ -483,6 +483,8 @@ def feature_stats(
     key = dict(v=CACHE_VERSION, preset=rel.name, model=model.config.name_or_path, model_dtype=str(model.dtype),
                device=model.device.type, layer=layer, text=text_id, n=n_tokens, k=k, before=before,
                after=after, batch=batch_size, seq=seq_len, sae=_fingerprint(sae))  # fmt: skip
+    if weights_dtype(model) != key["model_dtype"].removeprefix("torch."):
+        key["weights"] = weights_dtype(model)  # float32_body: not the float32 model's numbers
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / "feature_stats" / f"{rel.name}-layer{layer}-{n_tokens}tok-{digest}.pt"
     if cache and path.exists():

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,9 +98,15 @@ def cpu_has_bf16() -> bool:
     3-6x faster than float32; with bfloat16 instructions switched off (ONEDNN_MAX_CPU_ISA=AVX2)
     they ran 1.5-3x slower than float32. So bfloat16 is the CPU default only where it is native.
     """
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in CAPS_WITHOUT_BF16:
+        return False  # oneDNN was told not to use them (how benchmarks emulate other CPUs)
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+# oneDNN's ISA caps below AVX512_CORE_BF16: with ONEDNN_MAX_CPU_ISA at one of them, bfloat16 is emulated.
+CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 def pick_dtype(dtype=None, device: str = "cpu") -> torch.dtype:
@@ -127,6 +134,120 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+# ---------------------------------------------------------------- float32 compute, bfloat16 embedding
+
+LOW_MEMORY_ENV = "SAEHELPERS_LOW_MEMORY"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def pick_low_memory(low_memory=None) -> bool:
+    """`low_memory` if given, else $SAEHELPERS_LOW_MEMORY (1/true/yes/on or 0/false/no/off; unset is off).
+
+    On: a float32 model keeps its tied embedding/unembedding (vocab x d_model, 63% of the mini
+    model's parameters) in bfloat16 and computes everything in float32 (`float32_body`). Binder
+    sets it: float32 speed on CPUs without native bfloat16, inside its 2 GB. No effect in bfloat16.
+    """
+    if low_memory is None:
+        low_memory = os.environ.get(LOW_MEMORY_ENV, "")
+    if isinstance(low_memory, bool):
+        return low_memory
+    if isinstance(low_memory, str) and low_memory.strip().lower() in _TRUE + _FALSE:
+        return low_memory.strip().lower() in _TRUE
+    raise ValueError(
+        f"low_memory must be True or False (${LOW_MEMORY_ENV}: one of {', '.join(_TRUE)} or "
+        f"{', '.join(v for v in _FALSE if v)}), got {low_memory!r}."
+    )
+
+
+# Vocabulary rows the unembedding casts to float32 at a time (20 MB for the mini model). Measured on one
+# thread (benchmarks/bench_cpu_paths.py): faster than a float32 matmul, which reads twice the bytes.
+UNEMBED_ROWS = 8192
+
+
+def _embed_float32(self, input_ids: torch.Tensor) -> torch.Tensor:
+    """The embedding's forward: bfloat16 rows looked up, then scaled in float32 (Gemma scales by sqrt(d_model))."""
+    scale = getattr(self, "scalar_embed_scale", 1.0)
+    return torch.nn.functional.embedding(input_ids, self.weight, self.padding_idx).float() * scale
+
+
+def _unembed_float32(self, hidden: torch.Tensor) -> torch.Tensor:
+    """The unembedding's forward: [..., d_model] -> float32 logits [..., vocab], the bfloat16 weight cast
+    `UNEMBED_ROWS` rows at a time, so no float32 copy of the whole matrix is ever made."""
+    weight, flat = self.weight, hidden.reshape(-1, hidden.shape[-1]).float()
+    rows = [(i, min(i + UNEMBED_ROWS, len(weight))) for i in range(0, len(weight), UNEMBED_ROWS)]
+    if torch.is_grad_enabled() and flat.requires_grad:  # attribution: autograd cannot follow `out=`
+        out = torch.cat([flat @ weight[a:b].float().T for a, b in rows], dim=-1)
+    else:
+        out, buf = flat.new_empty(len(flat), len(weight)), flat.new_empty(rows[0][1], weight.shape[1])
+        for a, b in rows:
+            torch.mm(flat, buf[: b - a].copy_(weight[a:b]).T, out=out[:, a:b])
+    if self.bias is not None:
+        out = out + self.bias.float()
+    return out.reshape(*hidden.shape[:-1], len(weight))
+
+
+def float32_body(model):
+    """Make a bfloat16 model compute in float32 while its tied embedding/unembedding stays in bfloat16.
+
+    Every other parameter and buffer becomes float32; the embedding looks rows up in bfloat16 and
+    scales them in float32, and the unembedding casts its weight `UNEMBED_ROWS` rows at a time. The
+    mini model then holds 0.74 GB of weights (float32: 1.07 GB, bfloat16: 0.54 GB), and on a CPU
+    without native bfloat16 it runs at float32 speed or better, where bfloat16 runs 2-3x slower
+    (benchmarks/results.md). The only rounding is the embedding's, to bfloat16. Returns `model`.
+    """
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head is None or head.weight is not embed.weight:
+        raise ValueError(
+            "float32_body needs a model whose unembedding is tied to its embedding (Gemma-3 is)."
+        )
+    weight = embed.weight
+    for module in model.modules():
+        for p in module._parameters.values():
+            if p is not None and p is not weight and p.is_floating_point():
+                p.data = p.data.float()
+        for name, b in module._buffers.items():
+            if b is not None and b.is_floating_point():
+                module._buffers[name] = b.float()
+    embed.forward = types.MethodType(_embed_float32, embed)
+    head.forward = types.MethodType(_unembed_float32, head)
+    # transformers' `model.dtype` is the first parameter's: move the embedding last among its siblings,
+    # so it reads float32, the dtype activations are in (saehelpers and transformers cast to it).
+    parent, _, child = next(n for n, m in model.named_modules() if m is embed).rpartition(".")
+    siblings = model.get_submodule(parent)._modules
+    siblings[child] = siblings.pop(child)
+    return model
+
+
+def dtype_plan(device: str = "cpu") -> tuple[str, str, str]:
+    """What `load_model` does here when no dtype is given: (weights in words, dtype of the copy it loads, why)."""
+    dtype = pick_dtype(None, device)
+    low = pick_low_memory() and dtype == torch.float32
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    if os.environ.get(DTYPE_ENV):
+        why = f"${DTYPE_ENV}={os.environ[DTYPE_ENV]}"
+    elif not device.startswith("cpu"):
+        why = f"{device.split(':')[0]} computes bfloat16 natively"
+    elif cpu_has_bf16():
+        why = "this CPU computes bfloat16 natively (AVX512-BF16 or AMX)"
+    elif cap.upper() in CAPS_WITHOUT_BF16:
+        why = f"ONEDNN_MAX_CPU_ISA={cap} leaves out native bfloat16 (emulated it runs 2-3x slower than float32)"
+    else:
+        why = "this CPU has no native bfloat16 (emulated it runs 2-3x slower than float32)"
+    if not low:
+        return dtype_name(dtype), dtype_name(dtype), why
+    why += f"; ${LOW_MEMORY_ENV} keeps the embedding in bfloat16 (the mini model: 0.74 GB of weights, not 1.07)"
+    return f"{dtype_name(dtype)}, embedding in bfloat16", "bfloat16", why
+
+
+def weights_dtype(model) -> str:
+    """The model's dtype in words: "float32", "bfloat16", or "float32, embedding in bfloat16" (`float32_body`)."""
+    embed = model.get_input_embeddings().weight.dtype
+    body = model.dtype
+    if embed == body:
+        return dtype_name(body)
+    return f"{dtype_name(body)}, embedding in {dtype_name(embed)}"
+
+
 # ---------------------------------------------------------------- memory guard
 
 
@@ -140,12 +261,16 @@ def available_memory(device: str) -> int:
     return int(psutil.virtual_memory().available)
 
 
-def check_memory(preset: str, device: str, dtype: torch.dtype) -> None:
+def check_memory(preset: str, device: str, dtype: torch.dtype, low_memory: bool = False) -> None:
     """Raise before loading when the model clearly will not fit, with the numbers and the fixes."""
     preset = check_preset(preset)
     item = torch.empty((), dtype=dtype).element_size()
-    n_params = get_release(preset).n_params
-    need = int(n_params * item * 1.15)  # weights + ~15% for buffers and the load itself
+    rel = get_release(preset)
+    n_params = rel.n_params
+    weights = n_params * item
+    if low_memory and dtype == torch.float32:
+        weights -= rel.vocab * rel.d_model * 2  # the embedding kept in bfloat16 (float32_body)
+    need = int(weights * 1.15)  # weights + ~15% for buffers and the load itself
     have = available_memory(device)
     if need <= have:
         return
@@ -363,34 +488,39 @@ def _quiet_loading():
             hf_logging.enable_progress_bar()
 
 
-def load_model(preset: str | None = None, device=None, dtype=None):
+def load_model(preset: str | None = None, device=None, dtype=None, low_memory=None):
     """Load the preset's language model and tokenizer: `(model, tokenizer)`.
 
     A plain transformers `AutoModelForCausalLM` in eval mode with gradients off for its weights
     (activations can still carry gradients, for attribution). Device: cuda > mps > cpu;
     dtype: see `pick_dtype` (bfloat16 on a GPU or a CPU with native bfloat16, else float32).
+    low_memory: see `pick_low_memory` (in float32, keep the embedding in bfloat16; Binder sets it).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     rel = get_release(current_preset(preset))
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
-    check_memory(rel.name, device, dtype)
+    low = pick_low_memory(low_memory) and dtype == torch.float32
+    check_memory(rel.name, device, dtype, low)
+    stored = torch.bfloat16 if low else dtype  # loaded as stored (mapped, not copied), then `float32_body`
     if rel.name == MINI:
-        path = mini_model_dir(dtype)
+        path = mini_model_dir(stored)
         tokenizer = AutoTokenizer.from_pretrained(path)
         with _quiet_loading():  # a "Loading weights" bar per call would clutter every notebook
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=stored)
     else:
         token = hf_token()
         try:
             tokenizer = AutoTokenizer.from_pretrained(rel.model_id, token=token)
-            model = AutoModelForCausalLM.from_pretrained(rel.model_id, dtype=dtype, token=token)
+            model = AutoModelForCausalLM.from_pretrained(rel.model_id, dtype=stored, token=token)
         except Exception as e:
             friendly = _hub_error(e, rel.model_id)
             if friendly is None:
                 raise
             raise friendly from e
+    if low:
+        float32_body(model)
     model.to(device)
     model.eval()
     model.requires_grad_(False)

@@ -69,6 +69,7 @@ class Release:
     model_licence: str = ""
     gated: bool = False
     n_params: int = 0  # the model's parameter count, for the memory check before loading
+    vocab: int = 262_144  # both Gemma-3 sizes; the tied embedding is vocab x d_model of n_params
 
     def check_layer(self, layer) -> int:
         """Return `layer` as an int if this release has an SAE there, else raise ValueError."""

@@ -6,7 +6,7 @@ import torch
 # Tests never touch the network; the fake real-release cache is used only in subprocesses.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The automatic choices are tested: no setting from the shell may pick them.
-for name in ("SAEHELPERS_PRESET", "SAEHELPERS_DTYPE", "SAEHELPERS_WIDGETS"):
+for name in ("SAEHELPERS_PRESET", "SAEHELPERS_DTYPE", "SAEHELPERS_LOW_MEMORY", "SAEHELPERS_WIDGETS"):
     os.environ.pop(name, None)
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

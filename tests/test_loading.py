@@ -30,6 +30,58 @@ def test_device_and_dtype_defaults():
         loading.pick_dtype("int8")
 
 
+def test_a_capped_onednn_is_a_cpu_without_bfloat16(monkeypatch):
+    # How benchmarks (and binder/start's choice) emulate CPUs without native bfloat16 on one that has it.
+    monkeypatch.delenv("SAEHELPERS_DTYPE", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    native = loading.cpu_has_bf16()
+    for cap in ("AVX2", "avx512_core", "AVX512_CORE_VNNI"):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert not loading.cpu_has_bf16()
+        assert loading.pick_dtype(None, "cpu") == torch.float32
+    for cap in ("AVX512_CORE_BF16", "ALL", ""):  # no cap below bfloat16: the CPU decides
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert loading.cpu_has_bf16() == native
+
+
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [
+        ("1", True),
+        ("yes", True),
+        (" On ", True),
+        ("", False),
+        ("0", False),
+        ("off", False),
+        (True, True),
+        (False, False),
+    ],
+)
+def test_pick_low_memory(monkeypatch, value, want):
+    monkeypatch.delenv("SAEHELPERS_LOW_MEMORY", raising=False)
+    assert loading.pick_low_memory(value) is want
+    if isinstance(value, str):
+        monkeypatch.setenv("SAEHELPERS_LOW_MEMORY", value)
+        assert loading.pick_low_memory() is want
+
+
+@pytest.mark.parametrize("bad", ["2", "maybe", 1.5])
+def test_pick_low_memory_names_the_valid_values(bad):
+    with pytest.raises(ValueError, match="1, true, yes, on") as e:
+        loading.pick_low_memory(bad)
+    assert "SAEHELPERS_LOW_MEMORY" in str(e.value)
+
+
+def test_memory_guard_counts_the_bfloat16_embedding(monkeypatch):
+    rel = saehelpers.get_release("gemma-3-1b")
+    full = rel.n_params * 4 * 1.15
+    low = (rel.n_params * 4 - rel.vocab * rel.d_model * 2) * 1.15
+    monkeypatch.setattr(loading, "available_memory", lambda device: int((full + low) / 2))
+    loading.check_memory("gemma-3-1b", "cpu", torch.float32, low_memory=True)  # fits
+    with pytest.raises(RuntimeError, match="needs about"):
+        loading.check_memory("gemma-3-1b", "cpu", torch.float32)
+
+
 def test_memory_guard_refuses_before_loading(monkeypatch):
     monkeypatch.setattr(loading, "available_memory", lambda device: 2 * 1024**3)
 

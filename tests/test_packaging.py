@@ -1,7 +1,10 @@
 """The project's own files agree with each other: pyproject vs environment.yml, README vs .ci/run."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -86,4 +89,23 @@ def test_binder_installs_cpu_torch_and_no_dev_tools():
     assert "'.[mini,lab]'" in post and "dev" not in post.split("pip install")[1].splitlines()[0]
     assert "mini_model_dir('bfloat16')" in post
     start = (ROOT / "binder" / "start").read_text()
-    assert 'SAEHELPERS_PRESET="${SAEHELPERS_PRESET:-mini}"' in start and "SAEHELPERS_DTYPE" in start
+    assert 'SAEHELPERS_PRESET="${SAEHELPERS_PRESET:-mini}"' in start
+
+
+def test_binder_start_chooses_by_the_cpu(tmp_path):
+    """Through binder/start, as Binder runs a session: bfloat16 where the CPU has it natively, else float32
+    with the embedding in bfloat16. Other CPUs are emulated by capping oneDNN (ONEDNN_MAX_CPU_ISA)."""
+    from saehelpers.loading import cpu_has_bf16
+
+    code = "from saehelpers import loading; print(loading.dtype_plan('cpu')[0])"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAEHELPERS_", "ONEDNN_"))}
+    plans = {}
+    for cap in ("", "AVX512_CORE", "AVX2"):
+        run_env = dict(env, ONEDNN_MAX_CPU_ISA=cap) if cap else env
+        out = subprocess.run(
+            ["bash", str(ROOT / "binder" / "start"), sys.executable, "-c", code],
+            env=run_env, capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        plans[cap] = out.stdout.strip()
+    assert plans["AVX512_CORE"] == plans["AVX2"] == "float32, embedding in bfloat16"
+    assert plans[""] == ("bfloat16" if cpu_has_bf16() else "float32, embedding in bfloat16")
