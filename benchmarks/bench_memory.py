@@ -8,7 +8,12 @@ instead of killing the process, so peak RSS overstates what a limit sees. Hence 
 under a real limit: with --cgroup-mb (root, cgroup v1 memory controller) every kernel runs inside a
 memory cgroup of that size, as on Binder; "killed" means the kernel died there.
 
-    python benchmarks/bench_memory.py [--dtypes bfloat16 float32] [--cgroup-mb 1536] [notebooks ...]
+"binder" in --dtypes runs the kernel through binder/start (its own choice of dtype on this CPU, printed
+above the table). --isa emulates another CPU as benchmarks/bench_cpu_paths.py does, and --threads 1 gives
+the kernel one thread, as on Binder.
+
+    python benchmarks/bench_memory.py [--dtypes bfloat16 float32 binder] [--cgroup-mb 2048]
+        [--isa native|AVX512_CORE|AVX2] [--threads 1] [notebooks ...]
 """
 
 from __future__ import annotations
@@ -21,8 +26,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_cpu_paths import CAPS  # noqa: E402  (one definition of the emulated CPUs)
+
 GOAL_MB = 1536
-CGROUP = Path("/sys/fs/cgroup/memory/saehelpers-bench")
+CGROUP = Path(
+    f"/sys/fs/cgroup/memory/saehelpers-bench-{os.getpid()}"
+)  # one per run: runs can go side by side
 
 
 def limit(mb: int):
@@ -42,11 +52,33 @@ def drop_page_cache() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("3")
 
 
-def run(notebook: Path, dtype: str, cgroup_mb: int) -> dict:
+def environment(dtype: str, isa: str, threads: int) -> dict:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SAEHELPERS_", "ONEDNN_", "ATEN_", "MKL_"))
+    }
+    env |= {"SAEHELPERS_PRESET": "mini", "HF_HUB_OFFLINE": "1"} | CAPS[isa]
+    if dtype != "binder":
+        env["SAEHELPERS_DTYPE"] = dtype
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)  # torch's intra-op threads in the kernel
+    return env
+
+
+def binder_choice(isa: str) -> str:
+    """What binder/start runs on this (emulated) CPU, in words."""
+    code = "from saehelpers import loading; print(loading.dtype_plan('cpu')[0])"
+    cmd = ["bash", str(ROOT / "binder" / "start"), sys.executable, "-c", code]
+    done = subprocess.run(cmd, env=environment("binder", isa, 0), capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def run(notebook: Path, dtype: str, cgroup_mb: int, isa: str = "native", threads: int = 0) -> dict:
     if cgroup_mb:
         drop_page_cache()
-    env = {**os.environ, "SAEHELPERS_PRESET": "mini", "SAEHELPERS_DTYPE": dtype, "HF_HUB_OFFLINE": "1"}
+    env = environment(dtype, isa, threads)
     cmd = [sys.executable, str(ROOT / "scripts" / "run_notebooks.py"), "--json", str(notebook)]
+    if dtype == "binder":
+        cmd = ["bash", str(ROOT / "binder" / "start"), *cmd]
     done = subprocess.run(
         cmd, env=env, capture_output=True, text=True, preexec_fn=limit(cgroup_mb) if cgroup_mb else None
     )
@@ -62,7 +94,13 @@ def main() -> int:
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
     parser.add_argument("--cgroup-mb", type=int, default=0, help="run each kernel under this memory limit")
+    parser.add_argument("--isa", choices=list(CAPS), default="native", help="emulate a CPU (oneDNN cap)")
+    parser.add_argument("--threads", type=int, default=0, help="the kernel's torch threads (Binder: 1)")
     args = parser.parse_args()
+    if "binder" in args.dtypes:
+        print(
+            f"binder/start runs: {binder_choice(args.isa)} (CPU: {args.isa}, threads: {args.threads or 'all'})\n"
+        )
     notebooks = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     head = " | ".join(f"{d} peak MB | of it file-mapped | {d} s" for d in args.dtypes)
     under = f" under {args.cgroup_mb} MB |" if args.cgroup_mb else ""
@@ -72,7 +110,7 @@ def main() -> int:
     for nb in notebooks:
         cells, verdicts = [], []
         for i, dtype in enumerate(args.dtypes):
-            r = run(nb, dtype, args.cgroup_mb)
+            r = run(nb, dtype, args.cgroup_mb, args.isa, args.threads)
             cells += [f"{r['peak_mb']:,.0f}", f"{r.get('file_mb', float('nan')):,.0f}", f"{r['seconds']:.0f}"]
             verdicts.append(
                 "ok" if r["ok"] else ("killed" if any("Dead" in e for e in r["errors"]) else "failed")
@@ -89,6 +127,8 @@ def main() -> int:
         else f"peak minus file-mapped <= {GOAL_MB} MB"
     )
     print(f"\ngoal: with {args.dtypes[0]}, every notebook {goal}; missed by {missed} of {len(notebooks)}")
+    if args.cgroup_mb and CGROUP.exists():
+        CGROUP.rmdir()  # empty once its kernels have exited
     return 1 if missed else 0
 
 
