@@ -79,14 +79,25 @@ def run(notebook: Path, dtype: str, cgroup_mb: int, isa: str = "native", threads
     cmd = [sys.executable, str(ROOT / "scripts" / "run_notebooks.py"), "--json", str(notebook)]
     if dtype == "binder":
         cmd = ["bash", str(ROOT / "binder" / "start"), *cmd]
+    kills = oom_kills() if cgroup_mb else 0
     done = subprocess.run(
         cmd, env=env, capture_output=True, text=True, preexec_fn=limit(cgroup_mb) if cgroup_mb else None
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if cgroup_mb and oom_kills() > kills:  # the kernel or the runner died at the limit
+        return {"notebook": notebook.name, "ok": False, "peak_mb": float("nan"), "seconds": float("nan"),
+                "errors": [f"Dead: killed by the OOM killer at the {cgroup_mb} MB limit"]}  # fmt: skip
     if not lines:
         return {"notebook": notebook.name, "ok": False, "peak_mb": float("nan"), "seconds": float("nan"),
                 "errors": [done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no result"]}  # fmt: skip
     return json.loads(lines[-1])
+
+
+def oom_kills() -> int:
+    """Processes the OOM killer has killed in this run's cgroup so far (cgroup v1 memory.oom_control)."""
+    control = CGROUP / "memory.oom_control"
+    text = control.read_text() if control.exists() else ""
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith("oom_kill ")), 0)
 
 
 def main() -> int:
@@ -106,7 +117,7 @@ def main() -> int:
     under = f" under {args.cgroup_mb} MB |" if args.cgroup_mb else ""
     print(f"| notebook | {head} |{under}")
     print("|---" * (1 + 3 * len(args.dtypes) + bool(args.cgroup_mb)) + "|")
-    missed = 0
+    missed, why = 0, []
     for nb in notebooks:
         cells, verdicts = [], []
         for i, dtype in enumerate(args.dtypes):
@@ -115,6 +126,8 @@ def main() -> int:
             verdicts.append(
                 "ok" if r["ok"] else ("killed" if any("Dead" in e for e in r["errors"]) else "failed")
             )
+            if not r["ok"]:
+                why.append(f"{nb.stem}, {dtype}: " + " / ".join((r["errors"] + r.get("stderr", []))[:3]))
             # Met: it ran under the limit, or (no limit set) its anonymous part fits the goal. File-mapped
             # pages (the mmapped weights, shared libraries) are clean: under a limit the kernel drops them.
             fits = r["peak_mb"] - r.get("file_mb", 0) <= GOAL_MB
@@ -126,6 +139,8 @@ def main() -> int:
         if args.cgroup_mb
         else f"peak minus file-mapped <= {GOAL_MB} MB"
     )
+    for line in why:
+        print(f"- {line[:400]}")
     print(f"\ngoal: with {args.dtypes[0]}, every notebook {goal}; missed by {missed} of {len(notebooks)}")
     if args.cgroup_mb and CGROUP.exists():
         CGROUP.rmdir()  # empty once its kernels have exited

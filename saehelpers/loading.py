@@ -186,14 +186,16 @@ def _unembed_float32(self, hidden: torch.Tensor) -> torch.Tensor:
     return out.reshape(*hidden.shape[:-1], len(weight))
 
 
-def float32_body(model):
+def float32_body(model, weights=None):
     """Make a bfloat16 model compute in float32 while its tied embedding/unembedding stays in bfloat16.
 
-    Every other parameter and buffer becomes float32; the embedding looks rows up in bfloat16 and
-    scales them in float32, and the unembedding casts its weight `UNEMBED_ROWS` rows at a time. The
-    mini model then holds 0.74 GB of weights (float32: 1.07 GB, bfloat16: 0.54 GB), and on a CPU
-    without native bfloat16 it runs at float32 speed or better, where bfloat16 runs 2-3x slower
-    (benchmarks/results.md). The only rounding is the embedding's, to bfloat16. Returns `model`.
+    Every other parameter and buffer becomes float32: read from `weights` (a float32 safetensors file
+    of the same model) where given, memory-mapped like any loaded weight, so the kernel can drop and
+    reread those pages under a memory limit; else cast, which holds them in the process's own memory.
+    The embedding looks rows up in bfloat16 and scales them in float32, and the unembedding casts its
+    weight `UNEMBED_ROWS` rows at a time. The mini model then holds 0.69 GB of weights (float32:
+    1.0 GB, bfloat16: 0.5 GB), and on a CPU without native bfloat16 it runs at float32 speed or better,
+    where bfloat16 runs 2-3x slower (benchmarks/results.md). Returns `model`.
     """
     embed, head = model.get_input_embeddings(), model.get_output_embeddings()
     if head is None or head.weight is not embed.weight:
@@ -201,10 +203,21 @@ def float32_body(model):
             "float32_body needs a model whose unembedding is tied to its embedding (Gemma-3 is)."
         )
     weight = embed.weight
+    mapped = {}
+    if weights is not None:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt") as f:  # the tensors stay valid (mapped) once the file is closed
+            names = set(f.keys())
+            mapped = {
+                n: f.get_tensor(n) for n, p in model.named_parameters() if p is not weight and n in names
+            }
+    for name, p in model.named_parameters():
+        if p is not weight and p.is_floating_point():
+            t = mapped.get(name)
+            exact = t is not None and t.dtype == torch.float32 and t.shape == p.shape
+            p.data = t if exact else p.data.float()
     for module in model.modules():
-        for p in module._parameters.values():
-            if p is not None and p is not weight and p.is_floating_point():
-                p.data = p.data.float()
         for name, b in module._buffers.items():
             if b is not None and b.is_floating_point():
                 module._buffers[name] = b.float()
@@ -230,12 +243,16 @@ def dtype_plan(device: str = "cpu") -> tuple[str, str, str]:
     elif cpu_has_bf16():
         why = "this CPU computes bfloat16 natively (AVX512-BF16 or AMX)"
     elif cap.upper() in CAPS_WITHOUT_BF16:
-        why = f"ONEDNN_MAX_CPU_ISA={cap} leaves out native bfloat16 (emulated it runs 2-3x slower than float32)"
+        why = (
+            f"ONEDNN_MAX_CPU_ISA={cap} leaves out native bfloat16 (emulated it runs 2-3x slower than float32)"
+        )
     else:
         why = "this CPU has no native bfloat16 (emulated it runs 2-3x slower than float32)"
     if not low:
         return dtype_name(dtype), dtype_name(dtype), why
-    why += f"; ${LOW_MEMORY_ENV} keeps the embedding in bfloat16 (the mini model: 0.74 GB of weights, not 1.07)"
+    why += (
+        f"; ${LOW_MEMORY_ENV} keeps the embedding in bfloat16 (the mini model: 0.74 GB of weights, not 1.07)"
+    )
     return f"{dtype_name(dtype)}, embedding in bfloat16", "bfloat16", why
 
 
@@ -520,7 +537,9 @@ def load_model(preset: str | None = None, device=None, dtype=None, low_memory=No
                 raise
             raise friendly from e
     if low:
-        float32_body(model)
+        # The mini model's float32 copy, where prepared, gives the body exact and file-backed weights.
+        exact = mini_cache_root() / "float32" / "model.safetensors" if rel.name == MINI else None
+        float32_body(model, exact if exact is not None and exact.exists() else None)
     model.to(device)
     model.eval()
     model.requires_grad_(False)

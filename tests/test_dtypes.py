@@ -51,6 +51,32 @@ def test_low_memory_keeps_the_embedding_in_bfloat16_and_computes_in_float32(mini
     assert saehelpers.loading.weights_dtype(mini[0]) == "float32"
     mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     assert 650 < mb < 750  # 1,023 MB in float32, 511 in bfloat16
+    # The body comes from the float32 copy (mapped), so it is the float32 model's, exactly.
+    for name, p in mini[0].named_parameters():
+        if "embed_tokens" not in name:
+            assert torch.equal(model.get_parameter(name), p), name
+
+
+def test_float32_body_without_a_float32_file_casts(bf16):
+    model, tok = saehelpers.load_model("mini", dtype="bfloat16")  # a model of its own: this one is changed
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    saehelpers.loading.float32_body(model)
+    embed = model.get_input_embeddings().weight
+    for name, p in model.named_parameters():
+        want = torch.bfloat16 if p is embed else torch.float32
+        assert p.dtype == want and torch.equal(p, before[name].to(want)), name
+    with torch.no_grad():
+        logits = model(tok("Hello", return_tensors="pt").input_ids).logits
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+
+
+def test_float32_body_refuses_an_untied_model():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=8, tie_word_embeddings=False)  # fmt: skip
+    with pytest.raises(ValueError, match="tied"):
+        saehelpers.loading.float32_body(Gemma3ForCausalLM(cfg).bfloat16())
 
 
 def test_low_memory_logits_are_closer_to_float32_than_bfloat16(mini, low, bf16):

@@ -87,7 +87,7 @@ def test_binder_installs_cpu_torch_and_no_dev_tools():
     assert "download.pytorch.org/whl/cpu" in reqs and "torch==2.13.0+cpu" in reqs
     post = (ROOT / "binder" / "postBuild").read_text()
     assert "'.[mini,lab]'" in post and "dev" not in post.split("pip install")[1].splitlines()[0]
-    assert "mini_model_dir('bfloat16')" in post
+    assert "mini_model_dir('float32'), mini_model_dir('bfloat16')" in post
     start = (ROOT / "binder" / "start").read_text()
     assert 'SAEHELPERS_PRESET="${SAEHELPERS_PRESET:-mini}"' in start
 
