@@ -251,7 +251,7 @@ def dtype_plan(device: str = "cpu") -> tuple[str, str, str]:
     if not low:
         return dtype_name(dtype), dtype_name(dtype), why
     why += (
-        f"; ${LOW_MEMORY_ENV} keeps the embedding in bfloat16 (the mini model: 0.74 GB of weights, not 1.07)"
+        f"; ${LOW_MEMORY_ENV} keeps the embedding in bfloat16 (the mini model: 0.69 GB of weights, not 1.0)"
     )
     return f"{dtype_name(dtype)}, embedding in bfloat16", "bfloat16", why
 
