@@ -18,8 +18,7 @@ from safetensors import safe_open
 
 from saehelpers.activations import sae_stats
 from saehelpers.hooks import resid_post, splice_sae
-from saehelpers.lm import final_hidden, next_token_losses
-from saehelpers.metrics import explained_variance, token_mask
+from saehelpers.metrics import ce_loss, explained_variance, token_mask
 from saehelpers.release import mini_dir
 from saehelpers.text import corpus_version, shipped_sample_path, token_batches
 
@@ -192,15 +191,11 @@ def recomputed(mini, meta, saes):
         ids = torch.cat([b["input_ids"] for b in ce_batches])[: s["ce_rows"]]
         mask = torch.cat([b["attention_mask"] for b in ce_batches])[: s["ce_rows"]]
         scored = token_mask(ids, mask, tok.bos_token_id)
-        # The losses of metrics.ce_loss, from final hidden states unembedded a few positions at a time
-        # (lm.next_token_losses): five [16, 128, 262144] float32 logits tensors were 2.1 GB each.
-        spliced = {}
+        clean = ce_loss(model(input_ids=ids, attention_mask=mask).logits, ids, scored)
         for layer in layers:
             with splice_sae(model, saes[layer], include_bos=False):
-                spliced[layer] = final_hidden(model, ids, mask)
-        ce_clean, ce, _ = next_token_losses(model, ids, scored, final_hidden(model, ids, mask), spliced)
-        for layer in layers:
-            out[layer]["delta_loss"] = (ce[layer].mean() - ce_clean.mean()).item()
+                spliced = ce_loss(model(input_ids=ids, attention_mask=mask).logits, ids, scored)
+            out[layer]["delta_loss"] = spliced - clean
     return out
 
 
