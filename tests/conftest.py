@@ -84,17 +84,3 @@ def small_batches(mini):
 
     _, tok = mini
     return list(token_batches(tok, "mini", batch_size=2, seq_len=24, n_batches=2))
-
-
-def pytest_collection_finish(session):
-    """Start a selected test module's long background work (`start_in_background`, e.g. the fresh-venv
-    install of test_setup_cell) as soon as the tests are known, so it runs beside the notebooks."""
-    if session.config.option.collectonly:
-        return
-    started = set()
-    for item in session.items:
-        module = getattr(item, "module", None)
-        start = getattr(module, "start_in_background", None)
-        if start is not None and module not in started:
-            started.add(module)
-            start()

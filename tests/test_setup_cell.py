@@ -1,19 +1,15 @@
 """The setup cell's Colab path, for real: a fresh venv that already holds torch installs the project from git
 the way the cell does, keeps its torch, and runs notebook 00 on the mini preset.
 
-This is the slowest test (a fresh venv and ~100 packages from pip's cache: about 2 minutes, started in the
-background once the session's tests are collected);
+This is the slowest test (a fresh venv and ~100 packages from pip's cache: about 2-3 minutes);
 `pytest -m "not slow"` leaves it out.
 """
 
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -35,14 +31,14 @@ def _run(cmd, **kw):
     return done.stdout
 
 
-def _install(tmp: Path) -> dict:
-    """A fresh venv that holds torch as Colab's does, then the setup cell's install: what the test checks."""
+@pytest.mark.slow
+def test_colab_install_keeps_torch_and_runs_notebook_00(tmp_path):
     import torch
 
-    clone = tmp / "clone"
+    clone = tmp_path / "clone"
     # Not shallow: pip clones it again with --filter.
     _run(["git", "clone", "-q", f"file://{ROOT}", str(clone)])
-    venv = tmp / "venv"
+    venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
     py = str(venv / "bin" / "python")
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "SAEHELPERS_PRESET": "mini"}
@@ -55,51 +51,22 @@ def _install(tmp: Path) -> dict:
     cell = setup_cell.SETUP_CELL.replace(f"git+{setup_cell.REPO}", f"git+file://{clone}")
     assert cell != setup_cell.SETUP_CELL
     # Run outside the repository, where saehelpers would import as is.
-    out = _run([py, "-c", COLAB + cell], env=env, cwd=tmp)
-    after = json.loads(_run([py, "-m", "pip", "list", "--format", "json"], env=env))
-    _run([py, "-m", "pip", "install", "-q", "nbclient", "ipykernel"], env=env)  # to run notebook 00 there
-    return {"py": py, "env": env, "out": out, "before": before, "after": after}
-
-
-# The install takes minutes of mostly one core (pip), so it starts as soon as the session's tests are
-# collected (tests/conftest.py calls `start_in_background`) and runs beside the notebooks; the test waits.
-_INSTALL: dict = {}
-
-
-def start_in_background() -> None:
-    if "thread" in _INSTALL:
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="saehelpers-colab-"))
-
-    def work():
-        try:
-            _INSTALL["result"] = _install(tmp)
-        except BaseException as e:  # re-raised in the test
-            _INSTALL["error"] = e
-
-    _INSTALL.update(tmp=tmp, thread=threading.Thread(target=work, daemon=True))
-    _INSTALL["thread"].start()
-
-
-@pytest.mark.slow
-def test_colab_install_keeps_torch_and_runs_notebook_00():
-    start_in_background()  # a no-op when conftest started it
-    _INSTALL["thread"].join()
-    try:
-        if "error" in _INSTALL:
-            raise _INSTALL["error"]
-        r = _INSTALL["result"]
-        assert "saehelpers: preset 'mini'" in r["out"] and "mini: model gemma-3-270m" in r["out"]
-        after = {p["name"].lower(): p["version"] for p in r["after"]}
-        torch_before = next(p["version"] for p in r["before"] if p["name"].lower() == "torch")
-        assert after["torch"] == torch_before, "the setup cell's install replaced torch"
-        assert "saehelpers" in after
-        # Notebook 00 end to end in that venv's own kernel.
-        nb = str(ROOT / "notebooks" / "00_quickstart.ipynb")
-        out = _run([r["py"], str(ROOT / "scripts" / "run_notebooks.py"), nb], env=r["env"])
-        assert "00_quickstart.ipynb" in out and "ok" in out
-    finally:
-        shutil.rmtree(_INSTALL["tmp"], ignore_errors=True)
+    out = _run([py, "-c", COLAB + cell], env=env, cwd=tmp_path)
+    assert "saehelpers: preset 'mini'" in out and "mini: model gemma-3-270m" in out
+    after = {
+        p["name"].lower(): p["version"]
+        for p in json.loads(_run([py, "-m", "pip", "list", "--format", "json"], env=env))
+    }
+    torch_before = next(p["version"] for p in before if p["name"].lower() == "torch")
+    assert after["torch"] == torch_before, "the setup cell's install replaced torch"
+    assert "saehelpers" in after
+    # Notebook 00 end to end in that venv's own kernel.
+    _run([py, "-m", "pip", "install", "-q", "nbclient", "ipykernel"], env=env)
+    out = _run(
+        [py, str(ROOT / "scripts" / "run_notebooks.py"), str(ROOT / "notebooks" / "00_quickstart.ipynb")],
+        env=env,
+    )
+    assert "00_quickstart.ipynb" in out and "ok" in out
 
 
 def test_outside_colab_a_missing_package_says_how_to_install(tmp_path):
