@@ -55,12 +55,15 @@ print(json.dumps({"seconds": statistics.median(times), "weights": loading.weight
 """
 
 
+def base_env(cap: str) -> dict:
+    """This process's environment without any dtype or ISA setting, then the mini preset offline on `cap`."""
+    drop = ("SAEHELPERS_", "ONEDNN_", "ATEN_", "MKL_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    return env | {"SAEHELPERS_PRESET": "mini", "HF_HUB_OFFLINE": "1"} | CAPS[cap]
+
+
 def measure(cap: str, path: str, repeats: int) -> dict:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SAEHELPERS_", "ONEDNN_", "ATEN_", "MKL_"))
-    }
-    env |= {"SAEHELPERS_PRESET": "mini", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env |= CAPS[cap] | PATHS[path]
+    env = base_env(cap) | {"OMP_NUM_THREADS": "1"} | PATHS[path]
     cmd = [sys.executable, "-c", CHILD, str(repeats)]
     if path == "binder/start":
         cmd = ["bash", str(ROOT / "binder" / "start"), *cmd]

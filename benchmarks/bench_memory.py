@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_cpu_paths import CAPS  # noqa: E402  (one definition of the emulated CPUs)
+from bench_cpu_paths import CAPS, base_env  # noqa: E402  (one definition of the emulated CPUs)
 
 GOAL_MB = 1536
 CGROUP = Path(
@@ -53,10 +53,7 @@ def drop_page_cache() -> None:
 
 
 def environment(dtype: str, isa: str, threads: int) -> dict:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SAEHELPERS_", "ONEDNN_", "ATEN_", "MKL_"))
-    }
-    env |= {"SAEHELPERS_PRESET": "mini", "HF_HUB_OFFLINE": "1"} | CAPS[isa]
+    env = base_env(isa)
     if dtype != "binder":
         env["SAEHELPERS_DTYPE"] = dtype
     if threads:
