@@ -89,6 +89,8 @@ def pick_device(device=None) -> str:
 
 
 DTYPE_ENV = "SAEHELPERS_DTYPE"
+# oneDNN's ISA caps below AVX512_CORE_BF16: with ONEDNN_MAX_CPU_ISA at one of them, bfloat16 is emulated.
+CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 def cpu_has_bf16() -> bool:
@@ -103,10 +105,6 @@ def cpu_has_bf16() -> bool:
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(cpu, name, lambda: False)() for name in checks)
-
-
-# oneDNN's ISA caps below AVX512_CORE_BF16: with ONEDNN_MAX_CPU_ISA at one of them, bfloat16 is emulated.
-CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 def pick_dtype(dtype=None, device: str = "cpu") -> torch.dtype:

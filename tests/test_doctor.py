@@ -149,3 +149,15 @@ def test_widgets_switched_off_is_a_note_not_a_failure(tmp_path):
         "(but SAEHELPERS_WIDGETS=0: explorers show static HTML)"
     )
     assert "widgets" not in rows["workshop"]
+
+
+def test_doctor_says_which_dtype_and_why(tmp_path):
+    _, rows, text = doctor(tmp_path)  # SAEHELPERS_DTYPE=float32 (the helper's default)
+    assert rows["model dtype"] == "float32: $SAEHELPERS_DTYPE=float32", text
+    _, rows, text = doctor(tmp_path, SAEHELPERS_LOW_MEMORY="1")
+    line = rows["model dtype"]
+    assert line.startswith("float32, embedding in bfloat16: $SAEHELPERS_DTYPE=float32"), text
+    assert "$SAEHELPERS_LOW_MEMORY keeps the embedding in bfloat16" in line
+    # Low memory changes nothing in bfloat16.
+    _, rows, text = doctor(tmp_path, SAEHELPERS_DTYPE="bfloat16", SAEHELPERS_LOW_MEMORY="1")
+    assert rows["model dtype"] == "bfloat16: $SAEHELPERS_DTYPE=bfloat16", text

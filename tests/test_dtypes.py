@@ -57,7 +57,7 @@ def test_low_memory_keeps_the_embedding_in_bfloat16_and_computes_in_float32(mini
             assert torch.equal(model.get_parameter(name), p), name
 
 
-def test_float32_body_without_a_float32_file_casts(bf16):
+def test_float32_body_without_a_float32_file_casts():
     model, tok = saehelpers.load_model("mini", dtype="bfloat16")  # a model of its own: this one is changed
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     saehelpers.loading.float32_body(model)
